@@ -1,0 +1,1 @@
+"""Proxima contracts: Solidity sources, compiled artifacts and their loader."""
