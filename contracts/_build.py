@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,23 +147,34 @@ def compile_sources(source_dir: Path = SOURCE_DIR) -> dict[str, dict[str, Any]]:
         raise BuildError(f"solcjs not found at {_SOLCJS}; run scripts/bootstrap.sh")
     version = solc_version()
     started = time.monotonic()
+    # solcjs reads stdin with readFileSync (EAGAIN on a pipe that is not yet filled) and exits before
+    # a stdout pipe drains (truncated JSON): give it regular files on both ends.
     try:
-        proc = subprocess.run(
-            [str(_SOLCJS), "--standard-json", "--base-path", "."],
-            input=json.dumps(_standard_json_input(sources)),
-            capture_output=True,
-            text=True,
-            cwd=CONTRACTS_DIR,
-            timeout=_COMPILE_TIMEOUT_S,
-            check=False,
-        )
+        with (
+            tempfile.TemporaryFile(mode="w+", encoding="utf-8") as stdin,
+            tempfile.TemporaryFile(mode="w+", encoding="utf-8") as stdout,
+        ):
+            json.dump(_standard_json_input(sources), stdin)
+            stdin.seek(0)
+            proc = subprocess.run(
+                [str(_SOLCJS), "--standard-json", "--base-path", "."],
+                stdin=stdin,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=CONTRACTS_DIR,
+                timeout=_COMPILE_TIMEOUT_S,
+                check=False,
+            )
+            stdout.seek(0)
+            solc_stdout = stdout.read()
     except (OSError, subprocess.TimeoutExpired) as err:
         raise BuildError(f"could not run solcjs: {err}") from err
     if proc.returncode != 0:
         raise BuildError(
             f"solcjs exited with status {proc.returncode}", [proc.stderr.strip()[:2000]]
         )
-    output = _parse_solcjs_stdout(proc.stdout)
+    output = _parse_solcjs_stdout(solc_stdout)
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise BuildError(
