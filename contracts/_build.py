@@ -147,8 +147,8 @@ def compile_sources(source_dir: Path = SOURCE_DIR) -> dict[str, dict[str, Any]]:
         raise BuildError(f"solcjs not found at {_SOLCJS}; run scripts/bootstrap.sh")
     version = solc_version()
     started = time.monotonic()
-    # solcjs reads stdin with readFileSync (EAGAIN on a pipe that is not yet filled) and exits before
-    # a stdout pipe drains (truncated JSON): give it regular files on both ends.
+    # solcjs reads stdin with readFileSync (EAGAIN on a pipe that is not yet filled) and exits
+    # before a stdout pipe drains (truncated JSON): give it regular files on both ends.
     try:
         with (
             tempfile.TemporaryFile(mode="w+", encoding="utf-8") as stdin,
