@@ -14,6 +14,7 @@ from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
+from eth_utils.exceptions import ValidationError as EthValidationError
 from hexbytes import HexBytes
 from proxima.contracts import ProximaError
 from web3 import Web3
@@ -47,6 +48,18 @@ _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 _DEFAULT_PRIORITY_FEE = Wei(10**9)
 _GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 6, 5  # send with estimate * 1.2 (unused gas is refunded)
+
+
+_REJECTIONS = (Web3Exception, ValueError, EthValidationError)
+"""What web3 (RPC errors) and eth-tester (validation errors) raise for refused transactions."""
+
+
+def _message_of(err: Exception) -> str:
+    response = getattr(err, "rpc_response", None)
+    error = response.get("error") if isinstance(response, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return str(err)
 
 
 class ChainError(ProximaError):
@@ -298,11 +311,11 @@ class Chain(ABC):
             signed = account.sign_transaction(cast(dict[str, Any], params))
             try:
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except (Web3Exception, ValueError) as err:
+            except _REJECTIONS as err:
                 data = self._revert_data(err)
                 if data is not None:
                     raise TransactionReverted(data, params) from err
-                raise TransactionRejected(str(err), params) from err
+                raise TransactionRejected(_message_of(err), params) from err
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
@@ -321,9 +334,11 @@ class Chain(ABC):
             estimate = int(self.w3.eth.estimate_gas(params))
         except Exception as err:
             data = self._revert_data(err)
-            if data is None:
-                raise
-            raise TransactionReverted(data, params) from err
+            if data is not None:
+                raise TransactionReverted(data, params) from err
+            if isinstance(err, _REJECTIONS):
+                raise TransactionRejected(_message_of(err), params) from err
+            raise
         return estimate * _GAS_MARGIN_NUM // _GAS_MARGIN_DEN
 
     def _replay_revert(self, params: TxParams, receipt: TxReceipt) -> bytes:
