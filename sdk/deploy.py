@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from eth_typing import HexStr
+from eth_utils.address import to_checksum_address
 from proxima.contracts import load_artifact
 from proxima.sdk.bindings import ProximaContracts
 from proxima.sdk.bindings._base import abi_type as _abi_type
 from proxima.sdk.chain import Chain, Deployment, TransactionReverted
 from proxima.sdk.errors import DeploymentError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["DeployParameters", "deploy_all"]
 
@@ -64,9 +64,11 @@ class DeployParameters(BaseModel):
 
 def _deploy(chain: Chain, deployer: LocalAccount, name: str, *args: Any) -> str:
     artifact = load_artifact(name)
-    constructor = next((i for i in artifact.abi if i.get("type") == "constructor"), {"inputs": []})
+    constructor: dict[str, Any] = next(
+        (i for i in artifact.abi if i.get("type") == "constructor"), {"inputs": []}
+    )
     types = [_abi_type(i) for i in constructor["inputs"]]
-    data = "0x" + (artifact.bytecode + abi_encode(types, list(args))).hex()
+    data = HexStr("0x" + (artifact.bytecode + abi_encode(types, list(args))).hex())
     try:
         receipt = chain.send_transaction(deployer, {"data": data})
     except TransactionReverted as err:
@@ -78,9 +80,7 @@ def _deploy(chain: Chain, deployer: LocalAccount, name: str, *args: Any) -> str:
     return to_checksum_address(address)
 
 
-def deploy_all(
-    chain: Chain, deployer: LocalAccount, params: DeployParameters | None = None
-) -> Deployment:
+def deploy_all(chain: Chain, deployer: LocalAccount, params: DeployParameters | None = None) -> Deployment:
     """Deploy every Proxima contract, grant the roles they need, and describe the result.
 
     Order: ``RewardPool`` -> ``ProviderRegistry`` -> ``AttestationRegistry`` -> ``JobEscrow`` ->
@@ -147,7 +147,12 @@ def deploy_all(
     slasher = contracts.registry.role_id("SLASHER_ROLE")
     recorder = contracts.registry.role_id("RECORDER_ROLE")
     fee_source = contracts.rewards.role_id("FEE_SOURCE_ROLE")
-    for role, member in ((slasher, escrow), (slasher, faults), (recorder, escrow), (recorder, vouchers)):
+    for role, member in (
+        (slasher, escrow),
+        (slasher, faults),
+        (recorder, escrow),
+        (recorder, vouchers),
+    ):
         contracts.registry.grant_role(deployer, role, member)
     for member in (escrow, vouchers):
         contracts.rewards.grant_role(deployer, fee_source, member)

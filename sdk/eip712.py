@@ -12,16 +12,27 @@ the same two members), and returned as a :class:`SignedMessage`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    Protocol,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
-
+from eth_typing import Hash32
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from proxima.sdk.errors import SignatureError
 from proxima.sdk.types import Address
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 __all__ = [
     "Attestation",
@@ -145,7 +156,7 @@ class LocalSigner:
         return to_checksum_address(self._account.address)
 
     def sign_digest(self, digest: bytes) -> Signature:
-        signed = self._account.unsafe_sign_hash(digest)
+        signed = self._account.unsafe_sign_hash(Hash32(digest))
         return Signature(r=int(signed.r), s=int(signed.s), v=int(signed.v))
 
     def __repr__(self) -> str:
@@ -258,9 +269,8 @@ def _check_value(where: str, sol_type: str, value: Any) -> None:
         bits = int(sol_type[4:])
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
             raise ValueError(f"{where} must be an integer in [0, 2**{bits}), got {value!r}")
-    elif sol_type == "bytes32":
-        if not isinstance(value, bytes) or len(value) != 32:
-            raise ValueError(f"{where} must be exactly 32 bytes, got {value!r}")
+    elif sol_type == "bytes32" and (not isinstance(value, bytes) or len(value) != 32):
+        raise ValueError(f"{where} must be exactly 32 bytes, got {value!r}")
 
 
 def _camel(name: str) -> str:

@@ -7,9 +7,8 @@ peer id is the identity multihash of the protobuf-encoded compressed key (39 byt
 
 from __future__ import annotations
 
-from eth_keys import keys
-from eth_utils import to_checksum_address
-
+from eth_keys.datatypes import PrivateKey, PublicKey
+from eth_utils.address import to_checksum_address
 from proxima.sdk.errors import SdkError
 from proxima.sdk.types import Address
 
@@ -28,7 +27,7 @@ class InvalidPeerIdError(SdkError, ValueError):
 
 def peer_id_from_key(private_key: bytes) -> bytes:
     """The binary libp2p peer id of a secp256k1 private key."""
-    public = keys.PrivateKey(private_key).public_key
+    public = PrivateKey(private_key).public_key
     return _PREFIX + public.to_compressed_bytes()
 
 
@@ -41,7 +40,7 @@ def address_of_peer_id(peer_id: bytes) -> Address:
     if len(peer_id) != 39 or not peer_id.startswith(_PREFIX):
         raise InvalidPeerIdError(peer_id, "expected 39 bytes starting with 0x002508021221")
     try:
-        public = keys.PublicKey.from_compressed_bytes(peer_id[6:])
+        public = PublicKey.from_compressed_bytes(peer_id[6:])
     except Exception as err:  # eth-keys raises several types for bad points
         raise InvalidPeerIdError(peer_id, "the key is not a point on secp256k1") from err
     return to_checksum_address(public.to_checksum_address())

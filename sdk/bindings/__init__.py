@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from web3.types import TxReceipt
-
-from proxima.sdk.bindings._base import ContractBinding, DecodedEvent, ProximaModel, decode_events, decode_revert
+from eth_utils.address import to_checksum_address
+from proxima.sdk.bindings._base import (
+    ContractBinding,
+    DecodedEvent,
+    ProximaModel,
+    decode_events,
+    decode_revert,
+)
 from proxima.sdk.bindings.attestations import AttestationRegistry, Figures, ReportSummary
 from proxima.sdk.bindings.escrow import EscrowJob, JobEscrow, JobStatus
 from proxima.sdk.bindings.faults import FaultProofs
@@ -15,6 +20,7 @@ from proxima.sdk.bindings.rewards import EpochTotals, ProviderRewards, RewardPoo
 from proxima.sdk.bindings.vouchers import ClientDeposit, PaymentVouchers, RedeemedTotals
 from proxima.sdk.chain import Chain, Deployment
 from proxima.sdk.types import Address
+from web3.types import TxReceipt
 
 __all__ = [
     "AttestationRegistry",
@@ -78,7 +84,7 @@ class ProximaContracts:
 
     @property
     def names_by_address(self) -> dict[Address, str]:
-        return {address: name for name, address in self.deployment.contracts.items()}
+        return {to_checksum_address(a): name for name, a in self.deployment.contracts.items()}
 
     def events(self, receipt: TxReceipt) -> list[DecodedEvent]:
         """Every Proxima event in ``receipt``, in log order."""

@@ -7,18 +7,19 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, TypeVar
 
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_typing import HexStr
 from eth_utils.abi import get_abi_output_types
-from pydantic import BaseModel, ConfigDict
-from web3.types import TxParams, TxReceipt
-
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from proxima.contracts import available_artifacts, load_artifact
 from proxima.sdk.chain import Chain, TransactionReverted
 from proxima.sdk.eip712 import Domain
 from proxima.sdk.errors import ContractRevertError
 from proxima.sdk.types import Address
+from pydantic import BaseModel, ConfigDict
+from web3.types import TxParams, TxReceipt, Wei
 
 __all__ = ["ContractBinding", "DecodedEvent", "ProximaModel", "decode_events", "decode_revert"]
 
@@ -129,8 +130,8 @@ class ContractBinding:
             raise TypeError(f"{self.contract_name} checks no EIP-712 signatures")
         return Domain(self.eip712_name, "1", self.chain.chain_id, self.address)
 
-    def _encode(self, function: str, args: tuple[Any, ...]) -> str:
-        return str(self._contract.encode_abi(function, args=list(args)))
+    def _encode(self, function: str, args: tuple[Any, ...]) -> HexStr:
+        return HexStr(self._contract.encode_abi(function, args=list(args)))
 
     def _call(self, function: str, *args: Any) -> Any:
         """Run a view function; returns the single output, or a tuple for several."""
@@ -150,7 +151,11 @@ class ContractBinding:
 
     def _transact(self, account: LocalAccount, function: str, *args: Any, value: int = 0) -> TxReceipt:
         """Send a transaction calling ``function``; raises decoded custom errors."""
-        tx: TxParams = {"to": self.address, "data": self._encode(function, args), "value": value}
+        tx: TxParams = {
+            "to": self.address,
+            "data": self._encode(function, args),
+            "value": Wei(value),
+        }
         try:
             receipt = self.chain.send_transaction(account, tx)
         except TransactionReverted as err:

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from enum import IntEnum
 
 from eth_account.signers.local import LocalAccount
-from web3.types import TxReceipt
-
 from proxima.sdk.bindings._base import ContractBinding, ProximaModel
 from proxima.sdk.eip712 import JobTerms, Signature, SignedMessage, Verdict
 from proxima.sdk.types import Address
+from web3.types import TxReceipt
 
 __all__ = ["EscrowJob", "JobEscrow", "JobStatus"]
 
@@ -70,7 +69,10 @@ class JobEscrow(ContractBinding):
         return self._transact(client, "disputeResult", job_id, value=self.dispute_bond_of(job_id))
 
     def resolve_dispute(
-        self, account: LocalAccount, verdict: Verdict, signatures: Sequence[tuple[Address, Signature]]
+        self,
+        account: LocalAccount,
+        verdict: Verdict,
+        signatures: Sequence[tuple[Address, Signature]],
     ) -> TxReceipt:
         """Submit verifier signatures over ``verdict``; they are sorted by signer address here."""
         ordered = sorted(signatures, key=lambda item: int(item[0], 16))

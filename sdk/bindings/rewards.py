@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from eth_account.signers.local import LocalAccount
-from web3.types import TxReceipt
-
 from proxima.sdk.bindings._base import ContractBinding, ProximaModel
+from web3.types import TxReceipt
 
 __all__ = ["EpochTotals", "ProviderRewards", "RewardPool"]
 
