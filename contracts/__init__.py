@@ -87,6 +87,5 @@ def load_artifact(name: str, artifacts_dir: Path = ARTIFACTS_DIR) -> Artifact:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ContractError(
-            f"artifact {path} is corrupt ({err!r}); regenerate it with "
-            "`python -m proxima.contracts.build`"
+            f"artifact {path} is corrupt ({err!r}); regenerate it with `python -m proxima.contracts.build`"
         ) from err

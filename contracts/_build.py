@@ -70,9 +70,7 @@ def _standard_json_input(sources: dict[str, str]) -> dict[str, Any]:
             "viaIR": False,
             "remappings": ["@openzeppelin/=node_modules/@openzeppelin/"],
             "metadata": {"bytecodeHash": "none", "appendCBOR": False},
-            "outputSelection": {
-                "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}
-            },
+            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
         },
     }
 
@@ -171,9 +169,7 @@ def compile_sources(source_dir: Path = SOURCE_DIR) -> dict[str, dict[str, Any]]:
     except (OSError, subprocess.TimeoutExpired) as err:
         raise BuildError(f"could not run solcjs: {err}") from err
     if proc.returncode != 0:
-        raise BuildError(
-            f"solcjs exited with status {proc.returncode}", [proc.stderr.strip()[:2000]]
-        )
+        raise BuildError(f"solcjs exited with status {proc.returncode}", [proc.stderr.strip()[:2000]])
     output = _parse_solcjs_stdout(solc_stdout)
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
@@ -294,9 +290,7 @@ def write_artifacts(
     diff = check_artifacts(artifacts, artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     for name in (*diff.missing, *diff.changed):
-        (artifacts_dir / f"{name}.json").write_text(
-            render_artifact(artifacts[name]), encoding="utf-8"
-        )
+        (artifacts_dir / f"{name}.json").write_text(render_artifact(artifacts[name]), encoding="utf-8")
     for name in diff.stale:
         (artifacts_dir / f"{name}.json").unlink()
     return diff

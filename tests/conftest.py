@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from proxima.sdk.chain import AnvilProcess, Chain, InProcessChain, RpcChain
 
 

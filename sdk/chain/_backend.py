@@ -16,10 +16,11 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.exceptions import ValidationError as EthValidationError
 from hexbytes import HexBytes
-from proxima.contracts import ProximaError
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 from web3.types import BlockIdentifier, TxParams, TxReceipt, Wei
+
+from proxima.contracts import ProximaError
 
 __all__ = [
     "DEV_MNEMONIC",
@@ -172,9 +173,7 @@ class Chain(ABC):
         receipt_timeout: Seconds to wait for a transaction to be mined.
     """
 
-    def __init__(
-        self, w3: Web3, accounts: Sequence[LocalAccount], *, receipt_timeout: float = 120.0
-    ) -> None:
+    def __init__(self, w3: Web3, accounts: Sequence[LocalAccount], *, receipt_timeout: float = 120.0) -> None:
         self.w3 = w3
         self.accounts: list[LocalAccount] = list(accounts)
         self.receipt_timeout = receipt_timeout

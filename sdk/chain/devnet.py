@@ -47,8 +47,7 @@ class DeploymentFileError(ChainError, ValueError):
         self.path = path
         self.problem = problem
         super().__init__(
-            f"bad deployment file {path}: {problem}; regenerate it with `proxima-devnet` "
-            "or fix it by hand"
+            f"bad deployment file {path}: {problem}; regenerate it with `proxima-devnet` or fix it by hand"
         )
 
 
@@ -149,8 +148,7 @@ class Deployment(BaseModel):
             return cls.model_validate(raw)
         except ValidationError as err:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in err.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
             )
             raise DeploymentFileError(path, problems) from err
 
@@ -191,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8545, help="RPC port (default 8545)")
     parser.add_argument("--chain-id", type=int, default=31337)
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_DEPLOYMENT_PATH, help="deployment file to write"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_DEPLOYMENT_PATH, help="deployment file to write")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -46,9 +46,7 @@ class RpcChain(Chain):
     ) -> None:
         self.url = url
         self._session = requests.Session()
-        provider = HTTPProvider(
-            url, request_kwargs={"timeout": request_timeout}, session=self._session
-        )
+        provider = HTTPProvider(url, request_kwargs={"timeout": request_timeout}, session=self._session)
         w3 = Web3(provider)
         super().__init__(w3, accounts, receipt_timeout=receipt_timeout)
         try:

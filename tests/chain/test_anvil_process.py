@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+
 from proxima.sdk.chain import (
     AnvilProcess,
     ChainConnectionError,

@@ -6,6 +6,7 @@ import pytest
 from eth_abi.abi import encode
 from eth_account import Account
 from eth_typing import ChecksumAddress
+
 from proxima.sdk.chain import (
     Chain,
     SnapshotError,

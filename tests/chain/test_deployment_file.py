@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from proxima.sdk.chain import Deployment, DeploymentFileError
 
 REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
