@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_utils.address import to_checksum_address
+from web3.types import TxReceipt
+
 from proxima.sdk.bindings._base import (
     ContractBinding,
     DecodedEvent,
     ProximaModel,
     decode_events,
+    decode_logs,
     decode_revert,
 )
 from proxima.sdk.bindings.attestations import AttestationRegistry, Figures, ReportSummary
@@ -20,7 +23,6 @@ from proxima.sdk.bindings.rewards import EpochTotals, ProviderRewards, RewardPoo
 from proxima.sdk.bindings.vouchers import ClientDeposit, PaymentVouchers, RedeemedTotals
 from proxima.sdk.chain import Chain, Deployment
 from proxima.sdk.types import Address
-from web3.types import TxReceipt
 
 __all__ = [
     "AttestationRegistry",
@@ -44,6 +46,7 @@ __all__ = [
     "RewardPool",
     "Role",
     "decode_events",
+    "decode_logs",
     "decode_revert",
 ]
 
@@ -89,6 +92,21 @@ class ProximaContracts:
     def events(self, receipt: TxReceipt) -> list[DecodedEvent]:
         """Every Proxima event in ``receipt``, in log order."""
         return decode_events(receipt, self.names_by_address)
+
+    def logs(self, from_block: int | None = None, to_block: int | str = "latest") -> list[DecodedEvent]:
+        """Every Proxima event from ``from_block`` (default: the deployment block), in chain order.
+
+        Keep ranges narrow on py-evm, whose ``eth_getLogs`` slows with chain length.
+        """
+        start = self.deployment.block_number if from_block is None else from_block
+        raw = self.chain.w3.eth.get_logs(
+            {
+                "address": [to_checksum_address(a) for a in self.deployment.contracts.values()],
+                "fromBlock": start,
+                "toBlock": to_block,  # type: ignore[typeddict-item]
+            }
+        )
+        return decode_logs(raw, self.names_by_address)
 
     def held_eth(self) -> int:
         """ETH held by all the contracts together."""

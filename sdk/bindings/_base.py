@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, TypeVar
@@ -13,15 +14,24 @@ from eth_typing import HexStr
 from eth_utils.abi import get_abi_output_types
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from pydantic import BaseModel, ConfigDict
+from web3.types import LogReceipt, TxParams, TxReceipt, Wei
+
 from proxima.contracts import available_artifacts, load_artifact
 from proxima.sdk.chain import Chain, TransactionReverted
 from proxima.sdk.eip712 import Domain
 from proxima.sdk.errors import ContractRevertError
 from proxima.sdk.types import Address
-from pydantic import BaseModel, ConfigDict
-from web3.types import TxParams, TxReceipt, Wei
 
-__all__ = ["ContractBinding", "DecodedEvent", "ProximaModel", "decode_events", "decode_revert"]
+__all__ = [
+    "ContractBinding",
+    "DecodedEvent",
+    "ProximaModel",
+    "abi_type",
+    "decode_events",
+    "decode_logs",
+    "decode_revert",
+]
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +200,13 @@ def decode_events(receipt: TxReceipt, contracts: dict[Address, str]) -> list[Dec
         receipt: A mined transaction's receipt.
         contracts: Contract name by address; logs from other addresses are skipped.
     """
+    return decode_logs(receipt["logs"], contracts)
+
+
+def decode_logs(logs: Iterable[LogReceipt], contracts: dict[Address, str]) -> list[DecodedEvent]:
+    """Decode logs (from a receipt or ``eth_getLogs``) emitted by the given contracts, in order."""
     decoded: list[DecodedEvent] = []
-    for entry in receipt["logs"]:
+    for entry in logs:
         address = to_checksum_address(entry["address"])
         contract = contracts.get(address)
         topics = [bytes(t) for t in entry["topics"]]

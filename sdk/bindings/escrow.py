@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from enum import IntEnum
 
 from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
 from proxima.sdk.bindings._base import ContractBinding, ProximaModel
 from proxima.sdk.eip712 import JobTerms, Signature, SignedMessage, Verdict
 from proxima.sdk.types import Address
-from web3.types import TxReceipt
 
 __all__ = ["EscrowJob", "JobEscrow", "JobStatus"]
 

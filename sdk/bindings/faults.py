@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
 from proxima.sdk.bindings._base import ContractBinding
 from proxima.sdk.eip712 import JobReceipt, SignedMessage
-from web3.types import TxReceipt
 
 __all__ = ["FaultProofs"]
 

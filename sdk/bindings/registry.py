@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import IntEnum
 
 from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
 from proxima.sdk.bindings._base import ContractBinding, ProximaModel
 from proxima.sdk.types import Address
-from web3.types import TxReceipt
 
 __all__ = ["ProviderRegistry", "RegistryAccount", "Role"]
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from eth_account.signers.local import LocalAccount
-from proxima.sdk.bindings._base import ContractBinding, ProximaModel
 from web3.types import TxReceipt
+
+from proxima.sdk.bindings._base import ContractBinding, ProximaModel
 
 __all__ = ["EpochTotals", "ProviderRewards", "RewardPool"]
 

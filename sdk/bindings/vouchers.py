@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
 from proxima.sdk.bindings._base import ContractBinding, ProximaModel
 from proxima.sdk.eip712 import SignedMessage, Voucher
-from web3.types import TxReceipt
 
 __all__ = ["ClientDeposit", "PaymentVouchers", "RedeemedTotals"]
 
