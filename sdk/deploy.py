@@ -9,12 +9,13 @@ from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
 from eth_utils.address import to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from proxima.contracts import load_artifact
 from proxima.sdk.bindings import ProximaContracts
 from proxima.sdk.bindings._base import abi_type as _abi_type
 from proxima.sdk.chain import Chain, Deployment, TransactionReverted
 from proxima.sdk.errors import DeploymentError
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["DeployParameters", "deploy_all"]
 

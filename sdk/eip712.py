@@ -30,9 +30,10 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import Hash32
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
 from proxima.sdk.errors import SignatureError
 from proxima.sdk.types import Address
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 __all__ = [
     "Attestation",

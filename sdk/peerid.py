@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from eth_keys.datatypes import PrivateKey, PublicKey
 from eth_utils.address import to_checksum_address
+
 from proxima.sdk.errors import SdkError
 from proxima.sdk.types import Address
 

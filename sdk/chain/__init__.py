@@ -24,7 +24,7 @@ from ._backend import (
     dev_accounts,
 )
 from .anvil import AnvilNotFoundError, AnvilProcess, find_anvil
-from .devnet import Deployment, DeploymentFileError, deploy_all
+from .devnet import Deployment, DeploymentFileError
 from .inprocess import InProcessChain
 from .rpc import RpcChain
 
@@ -44,7 +44,6 @@ __all__ = [
     "TransactionRejected",
     "TransactionReverted",
     "decode_revert_reason",
-    "deploy_all",
     "dev_accounts",
     "find_anvil",
 ]

@@ -1,7 +1,7 @@
 """Local development network: the deployment file format and the ``proxima-devnet`` command.
 
 ``proxima-devnet`` starts anvil, deploys the Proxima contracts with
-:func:`deploy_all`, writes a :class:`Deployment` JSON file and keeps the node
+:func:`proxima.sdk.deploy.deploy_all`, writes a :class:`Deployment` JSON file and keeps the node
 running until Ctrl-C. Other processes (nodes, gateway, demo) read that file with
 :meth:`Deployment.load` to find the contracts.
 """
@@ -20,15 +20,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, Literal
 
-from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from ._backend import Chain, ChainError
+from ._backend import ChainError
 from .anvil import AnvilProcess
 
-__all__ = ["DEFAULT_DEPLOYMENT_PATH", "Deployment", "DeploymentFileError", "deploy_all", "main"]
+__all__ = ["DEFAULT_DEPLOYMENT_PATH", "Deployment", "DeploymentFileError", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -153,28 +152,6 @@ class Deployment(BaseModel):
             raise DeploymentFileError(path, problems) from err
 
 
-def deploy_all(chain: Chain, deployer: LocalAccount) -> Deployment:
-    """Deploy every Proxima contract and return where they are.
-
-    TODO(contracts): fill in once the Solidity contracts exist. Deploy in dependency
-    order with ``chain.send_transaction(deployer, {"data": ...})`` using artifacts from
-    ``proxima.contracts.load_artifact``, then return ``Deployment(chain_id=chain.chain_id,
-    deployer=deployer.address, block_number=<first deployment block>, contracts={...},
-    parameters={...})``.
-
-    Args:
-        chain: The chain to deploy to.
-        deployer: The account that pays for and owns the deployment.
-
-    Returns:
-        The deployment description.
-
-    Raises:
-        NotImplementedError: Until the contracts exist.
-    """
-    raise NotImplementedError("deploy_all is not written yet: the contracts are not ready")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``proxima-devnet``: anvil + deployed contracts until Ctrl-C.
 
@@ -204,14 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with AnvilProcess(args.port, chain_id=args.chain_id) as anvil, anvil.connect() as chain:
             deployer = chain.accounts[0]
-            try:
-                deployment = deploy_all(chain, deployer)
-            except NotImplementedError as err:
-                log.warning("no contracts deployed: %s", err)
-            else:
-                deployment = deployment.model_copy(update={"rpc_url": anvil.url})
-                deployment.save(args.out)
-                print(f"deployment: {args.out.resolve()}")  # noqa: T201
+            # Imported here: proxima.sdk.deploy imports this package.
+            from proxima.sdk.deploy import deploy_all
+
+            deployment = deploy_all(chain, deployer).model_copy(update={"rpc_url": anvil.url})
+            deployment.save(args.out)
+            print(f"deployment: {args.out.resolve()}")  # noqa: T201
             print(f"rpc url:    {anvil.url}  (chain id {chain.chain_id})")  # noqa: T201
             for i, account in enumerate(chain.accounts[:3]):
                 print(f"account {i}:  {account.address} key 0x{bytes(account.key).hex()}")  # noqa: T201
