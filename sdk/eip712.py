@@ -167,7 +167,8 @@ class LocalSigner:
 class Eip712Message(BaseModel):
     """Base of every typed message. Subclasses set ``type_name`` and annotate fields with :class:`Sol`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: a bool is not a uint and text is not bytes32; what is signed is exactly what was given.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     type_name: ClassVar[str]
 
     @field_validator("*", mode="before")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from web3.types import TxReceipt
 
 from proxima.sdk.bindings._base import ContractBinding, ProximaModel
@@ -111,4 +112,4 @@ class ProviderRegistry(ContractBinding):
         return int(self._call("unbondingDelay"))
 
     def reward_pool(self) -> Address:
-        return str(self._call("rewardPool"))  # type: ignore[return-value]
+        return to_checksum_address(self._call("rewardPool"))

@@ -207,7 +207,7 @@ def _attestation(**overrides: Any) -> Attestation:
         ("nonce", 2**256, "Attestation.nonce must be an integer in [0, 2**256)"),
         ("benchmark_id", b"\x02" * 31, "Attestation.benchmarkId must be exactly 32 bytes"),
         ("benchmark_id", b"\x02" * 33, "Attestation.benchmarkId must be exactly 32 bytes"),
-        ("benchmark_id", "0x" + "02" * 32, "Attestation.benchmarkId must be exactly 32 bytes"),
+        ("benchmark_id", "0x" + "02" * 32, "Input should be a valid bytes"),
     ],
     ids=[
         "uint64-overflow",
