@@ -237,7 +237,7 @@ _CAMEL = {"epoch": "epoch", "gemm_flops": "gemmFlops", "benchmark_id": "benchmar
 )
 def test_message_rejects_values_of_the_wrong_python_type(field: str, value: Any) -> None:
     """A bool is not a uint and text is not bytes32: they must not be coerced into valid-looking values."""
-    with pytest.raises(ValidationError, match=re.escape(f"Attestation.{_CAMEL[field]} must be")):
+    with pytest.raises(ValidationError, match=rf"{field}\n\s+Input should be a valid (integer|bytes)"):
         _attestation(**{field: value})
 
 
