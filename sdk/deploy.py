@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import rlp  # type: ignore[import-untyped]
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxima.contracts import load_artifact
@@ -16,8 +18,9 @@ from proxima.sdk.bindings import ProximaContracts
 from proxima.sdk.bindings._base import abi_type as _abi_type
 from proxima.sdk.chain import Chain, Deployment, TransactionReverted
 from proxima.sdk.errors import DeploymentError
+from proxima.sdk.types import Address
 
-__all__ = ["DeployParameters", "deploy_all"]
+__all__ = ["DeployParameters", "create_address", "deploy_all"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,11 @@ class DeployParameters(BaseModel):
         return self
 
 
+def create_address(sender: str, nonce: int) -> Address:
+    """The address a contract created by ``sender`` with transaction ``nonce`` gets (CREATE)."""
+    return to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
+
+
 def _deploy(chain: Chain, deployer: LocalAccount, name: str, *args: Any) -> str:
     artifact = load_artifact(name)
     constructor: dict[str, Any] = next(
@@ -85,8 +93,8 @@ def deploy_all(chain: Chain, deployer: LocalAccount, params: DeployParameters | 
     """Deploy every Proxima contract, grant the roles they need, and describe the result.
 
     Order: ``RewardPool`` -> ``ProviderRegistry`` -> ``AttestationRegistry`` -> ``JobEscrow`` ->
-    ``PaymentVouchers`` -> ``FaultProofs``; then escrow and fault proofs may slash, escrow and vouchers may
-    record outcomes and deposit fees.
+    ``PaymentVouchers`` -> ``FaultProofs``. Escrow and vouchers are fixed in the registry (job counters)
+    and the pool (fees) at construction; escrow and fault proofs are then granted ``SLASHER_ROLE``.
 
     Args:
         chain: Where to deploy.
@@ -99,13 +107,21 @@ def deploy_all(chain: Chain, deployer: LocalAccount, params: DeployParameters | 
     p = params or DeployParameters()
     start_block = chain.block_number() + 1
     admin = deployer.address
-    pool = _deploy(chain, deployer, "RewardPool", admin, p.epoch_length, p.treasury_bps)
+    # The registry and the pool name escrow and vouchers as immutables, so their addresses are predicted
+    # from the deployer's nonce (deployment order below) and checked once they exist.
+    nonce = chain.w3.eth.get_transaction_count(admin)
+    escrow_at, vouchers_at = create_address(admin, nonce + 3), create_address(admin, nonce + 4)
+    pool = _deploy(
+        chain, deployer, "RewardPool", admin, escrow_at, vouchers_at, p.epoch_length, p.treasury_bps
+    )
     registry = _deploy(
         chain,
         deployer,
         "ProviderRegistry",
         admin,
         pool,
+        escrow_at,
+        vouchers_at,
         p.min_provider_stake,
         p.min_verifier_stake,
         p.unbonding_delay,
@@ -130,6 +146,12 @@ def deploy_all(chain: Chain, deployer: LocalAccount, params: DeployParameters | 
     )
     vouchers = _deploy(chain, deployer, "PaymentVouchers", registry, pool, p.fee_bps, p.withdrawal_delay)
     faults = _deploy(chain, deployer, "FaultProofs", registry, p.equivocation_slash_bps, p.finder_share_bps)
+    if (escrow, vouchers) != (escrow_at, vouchers_at):
+        raise DeploymentError(
+            "another transaction from the deployer interleaved with the deployment: escrow and vouchers "
+            f"landed at {escrow}, {vouchers} instead of {escrow_at}, {vouchers_at}; deploy again from an "
+            "account that sends nothing else meanwhile"
+        )
     deployment = Deployment(
         chain_id=chain.chain_id,
         deployer=admin,
@@ -146,15 +168,6 @@ def deploy_all(chain: Chain, deployer: LocalAccount, params: DeployParameters | 
     )
     contracts = ProximaContracts.from_deployment(chain, deployment)
     slasher = contracts.registry.role_id("SLASHER_ROLE")
-    recorder = contracts.registry.role_id("RECORDER_ROLE")
-    fee_source = contracts.rewards.role_id("FEE_SOURCE_ROLE")
-    for role, member in (
-        (slasher, escrow),
-        (slasher, faults),
-        (recorder, escrow),
-        (recorder, vouchers),
-    ):
-        contracts.registry.grant_role(deployer, role, member)
-    for member in (escrow, vouchers):
-        contracts.rewards.grant_role(deployer, fee_source, member)
+    for member in (escrow, faults):
+        contracts.registry.grant_role(deployer, slasher, member)
     return deployment

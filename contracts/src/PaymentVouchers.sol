@@ -96,7 +96,8 @@ contract PaymentVouchers is IPaymentVouchers, EIP712, ReentrancyGuardTransient {
         (address signer,,) = ECDSA.tryRecoverCalldata(_hashVoucher(voucher), signature);
         if (signer != voucher.client) revert VouchersInvalidSignature(voucher.client, signer);
         (uint256 amount, uint64 jobs) = _apply(voucher);
-        _pay(voucher.provider, amount, jobs);
+        // VoucherRedeemed already tells the amount and jobs of this one redemption.
+        _pay(voucher.provider, amount, jobs, false);
     }
 
     /// @inheritdoc IPaymentVouchers
@@ -117,7 +118,7 @@ contract PaymentVouchers is IPaymentVouchers, EIP712, ReentrancyGuardTransient {
             total += amount;
             jobs += count;
         }
-        _pay(provider, total, jobs);
+        _pay(provider, total, jobs, true);
     }
 
     /// @inheritdoc IPaymentVouchers
@@ -167,11 +168,11 @@ contract PaymentVouchers is IPaymentVouchers, EIP712, ReentrancyGuardTransient {
         emit VoucherRedeemed(client, voucher.provider, voucher.cumulativeAmount, voucher.cumulativeJobs, amount, jobs);
     }
 
-    function _pay(address provider, uint256 amount, uint64 jobs) private {
+    function _pay(address provider, uint256 amount, uint64 jobs, bool batch) private {
         uint256 fee = (amount * feeBps) / _BPS;
         uint256 payout = amount - fee;
         _totalDeposits -= amount;
-        emit ProviderPaid(provider, payout, fee, jobs);
+        if (batch) emit ProviderPaid(provider, payout, fee, jobs);
         registry.recordOutcome(provider, jobs, 0, 0);
         rewardPool.depositFees{value: fee}(provider, amount);
         _send(provider, payout);

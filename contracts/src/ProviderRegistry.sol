@@ -15,10 +15,13 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuardTr
     using SafeCast for uint256;
 
     bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
-    bytes32 public constant RECORDER_ROLE = keccak256("RECORDER_ROLE");
     uint256 private constant _BPS = 10_000;
 
     IRewardPool public immutable rewardPool;
+    /// @notice The two contracts that may move job counters, fixed at deployment (no role lookup on the
+    /// hot path of every settlement, and no admin can add a recorder later).
+    address public immutable escrowRecorder;
+    address public immutable voucherRecorder;
     uint256 public immutable minProviderStake;
     uint256 public immutable minVerifierStake;
     uint256 public immutable unbondingDelay;
@@ -30,12 +33,16 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuardTr
     constructor(
         address admin,
         IRewardPool rewardPool_,
+        address escrowRecorder_,
+        address voucherRecorder_,
         uint256 minProviderStake_,
         uint256 minVerifierStake_,
         uint256 unbondingDelay_
     ) {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         rewardPool = rewardPool_;
+        escrowRecorder = escrowRecorder_;
+        voucherRecorder = voucherRecorder_;
         minProviderStake = minProviderStake_;
         minVerifierStake = minVerifierStake_;
         unbondingDelay = unbondingDelay_;
@@ -133,14 +140,14 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuardTr
     }
 
     /// @inheritdoc IProviderRegistry
-    function recordOutcome(address provider, uint64 completed, uint32 failed, uint32 disputesLost)
-        external
-        onlyRole(RECORDER_ROLE)
-    {
-        Account storage account = _requireRegistered(provider);
-        account.jobsCompleted += completed;
-        account.jobsFailed += failed;
-        account.disputesLost += disputesLost;
+    function recordOutcome(address provider, uint64 completed, uint32 failed, uint32 disputesLost) external {
+        if (msg.sender != escrowRecorder && msg.sender != voucherRecorder) revert RegistryUnauthorizedRecorder(msg.sender);
+        // Recorders only name registered providers (escrow checks at opening, vouchers pay providers the
+        // client chose); only the fields that change are written.
+        Account storage account = _accounts[provider];
+        if (completed != 0) account.jobsCompleted += completed;
+        if (failed != 0) account.jobsFailed += failed;
+        if (disputesLost != 0) account.disputesLost += disputesLost;
         emit OutcomeRecorded(provider, completed, failed, disputesLost);
     }
 

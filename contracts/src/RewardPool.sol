@@ -16,10 +16,12 @@ import {IRewardPool} from "./interfaces/IRewardPool.sol";
 contract RewardPool is IRewardPool, AccessControl, ReentrancyGuardTransient {
     using SafeCast for uint256;
 
-    bytes32 public constant FEE_SOURCE_ROLE = keccak256("FEE_SOURCE_ROLE");
     bytes32 public constant TREASURER_ROLE = keccak256("TREASURER_ROLE");
     uint256 private constant _BPS = 10_000;
 
+    /// @notice The two payment contracts that may deposit fees and record work, fixed at deployment.
+    address public immutable escrowSource;
+    address public immutable voucherSource;
     uint256 public immutable genesis;
     uint256 public immutable epochLength;
     uint256 public immutable treasuryBps;
@@ -29,11 +31,13 @@ contract RewardPool is IRewardPool, AccessControl, ReentrancyGuardTransient {
     uint128 private _poolBalance;
     uint128 private _treasuryBalance;
 
-    constructor(address admin, uint256 epochLength_, uint256 treasuryBps_) {
+    constructor(address admin, address escrowSource_, address voucherSource_, uint256 epochLength_, uint256 treasuryBps_) {
         if (epochLength_ == 0) revert RewardPoolInvalidParameter("epochLength", epochLength_);
         if (treasuryBps_ > _BPS) revert RewardPoolInvalidParameter("treasuryBps", treasuryBps_);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(TREASURER_ROLE, admin);
+        escrowSource = escrowSource_;
+        voucherSource = voucherSource_;
         genesis = block.timestamp;
         epochLength = epochLength_;
         treasuryBps = treasuryBps_;
@@ -41,25 +45,29 @@ contract RewardPool is IRewardPool, AccessControl, ReentrancyGuardTransient {
 
     /// @inheritdoc IRewardPool
     function fund() external payable {
-        _fund(currentEpoch());
+        uint256 epoch = currentEpoch();
+        (uint256 toPool, uint256 toTreasury) = _credit(epoch);
+        if (msg.value != 0) emit PoolFunded(epoch, msg.sender, toPool, toTreasury);
     }
 
     /// @inheritdoc IRewardPool
-    function depositFees(address provider, uint256 work) external payable onlyRole(FEE_SOURCE_ROLE) {
+    function depositFees(address provider, uint256 work) external payable {
+        if (msg.sender != escrowSource && msg.sender != voucherSource) revert RewardPoolUnauthorizedSource(msg.sender);
         uint256 epoch = currentEpoch();
-        _fund(epoch);
-        if (work == 0) return;
-        ProviderRewards memory rewards = _rewards[provider];
-        if (rewards.epoch != epoch) {
-            // The earlier epoch has ended: its pot and total work are final.
-            rewards.credited += _shareOf(rewards.epoch, rewards.work).toUint128();
-            rewards.epoch = epoch.toUint32();
-            rewards.work = 0;
+        (uint256 toPool, uint256 toTreasury) = _credit(epoch);
+        if (work != 0) {
+            ProviderRewards memory rewards = _rewards[provider];
+            if (rewards.epoch != epoch) {
+                // The earlier epoch has ended: its pot and total work are final.
+                rewards.credited += _shareOf(rewards.epoch, rewards.work).toUint128();
+                rewards.epoch = epoch.toUint32();
+                rewards.work = 0;
+            }
+            rewards.work += work.toUint96();
+            _rewards[provider] = rewards;
+            _epochs[epoch].totalWork += work.toUint128();
         }
-        rewards.work += work.toUint96();
-        _rewards[provider] = rewards;
-        _epochs[epoch].totalWork += work.toUint128();
-        emit WorkRecorded(epoch, provider, work, msg.value);
+        emit FeesDeposited(epoch, provider, work, toPool, toTreasury);
     }
 
     /// @inheritdoc IRewardPool
@@ -135,14 +143,14 @@ contract RewardPool is IRewardPool, AccessControl, ReentrancyGuardTransient {
         return _treasuryBalance;
     }
 
-    function _fund(uint256 epoch) private {
-        if (msg.value == 0) return;
-        uint256 toTreasury = (msg.value * treasuryBps) / _BPS;
-        uint256 toPool = msg.value - toTreasury;
+    /// @dev Splits `msg.value` between the epoch's pot and the treasury.
+    function _credit(uint256 epoch) private returns (uint256 toPool, uint256 toTreasury) {
+        if (msg.value == 0) return (0, 0);
+        toTreasury = (msg.value * treasuryBps) / _BPS;
+        toPool = msg.value - toTreasury;
         _treasuryBalance += toTreasury.toUint128();
         _poolBalance += toPool.toUint128();
         _epochs[epoch].pot += toPool.toUint128();
-        emit PoolFunded(epoch, msg.sender, toPool, toTreasury);
     }
 
     function _shareOf(uint256 epoch, uint256 work) private view returns (uint256) {

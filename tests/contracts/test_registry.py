@@ -11,7 +11,6 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from proxima.sdk.bindings import Role
-from proxima.sdk.chain import TransactionReverted
 from proxima.sdk.errors import ContractRevertError
 from proxima.sdk.peerid import peer_id_from_key
 
@@ -30,7 +29,6 @@ REASON = b"TEST_REASON".ljust(32, b"\x00")
 REF = b"\x07" * 32
 MAX_UINT256 = 2**256 - 1
 SLASHER_ROLE = keccak(text="SLASHER_ROLE")
-RECORDER_ROLE = keccak(text="RECORDER_ROLE")
 PANIC_SELECTOR = keccak(text="Panic(uint256)")[:4]
 
 
@@ -87,7 +85,8 @@ def test_parameters_match_deployment(px: System) -> None:
     assert r.min_verifier_stake() == px.params.min_verifier_stake
     assert r.unbonding_delay() == px.params.unbonding_delay
     assert r.role_id("SLASHER_ROLE") == SLASHER_ROLE
-    assert r.role_id("RECORDER_ROLE") == RECORDER_ROLE
+    assert r._call("escrowRecorder") == px.c.escrow.address.lower()
+    assert r._call("voucherRecorder") == px.c.vouchers.address.lower()
 
 
 def test_reward_pool_is_the_deployed_pool_as_checksummed_address(px: System) -> None:
@@ -634,51 +633,32 @@ def test_slash_of_all_unbonding_leaves_nothing_to_withdraw(px: System) -> None:
 # --- recordOutcome ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("caller", ["admin", "outsider"])
-def test_record_outcome_rejects_caller_without_recorder_role(px: System, caller: str) -> None:
-    who = px.admin if caller == "admin" else px.outsider
-    with reverts("AccessControlUnauthorizedAccount", {"account": who.address, "neededRole": RECORDER_ROLE}):
+@pytest.mark.parametrize("caller", ["admin", "outsider", "provider"])
+def test_record_outcome_rejects_anyone_but_escrow_and_vouchers(px: System, caller: str) -> None:
+    who = {"admin": px.admin, "outsider": px.outsider, "provider": px.providers[0]}[caller]
+    with reverts("RegistryUnauthorizedRecorder", {"caller": who.address}):
         px.c.registry.record_outcome(who, px.providers[0].address, 1, 0, 0)
+    account = px.c.registry.account_of(px.providers[0].address)
+    assert (account.jobs_completed, account.jobs_failed, account.disputes_lost) == (0, 0, 0)
 
 
-def test_record_outcome_moves_counters(px: System) -> None:
-    recorder, target = px.outsider, px.providers[0]
-    px.c.registry.grant_role(px.admin, RECORDER_ROLE, recorder.address)
-    px.c.registry.record_outcome(recorder, target.address, 5, 2, 1)
-    receipt = px.c.registry.record_outcome(recorder, target.address, 1, 3, 0)
-    account = px.c.registry.account_of(target.address)
-    assert (account.jobs_completed, account.jobs_failed, account.disputes_lost) == (6, 5, 1)
-    assert account.stake == PROVIDER_STAKE
+def test_record_outcome_moves_counters_through_escrow(px: System) -> None:
+    """Settling one job and timing out another move exactly the counters they should, with events."""
+    provider = px.providers[0]
+    settled = px.open_job()
+    px.c.escrow.commit_result(provider, settled.job_id, b"\x01" * 32)
+    receipt = px.c.escrow.confirm_result(px.clients[0], settled.job_id)
     assert only_event(px, receipt, "OutcomeRecorded") == {
-        "provider": target.address,
+        "provider": provider.address,
         "completed": 1,
-        "failed": 3,
+        "failed": 0,
         "disputesLost": 0,
     }
-
-
-def test_record_outcome_accepts_max_values_and_overflow_reverts(px: System) -> None:
-    recorder, target = px.outsider, px.providers[0]
-    px.c.registry.grant_role(px.admin, RECORDER_ROLE, recorder.address)
-    px.c.registry.record_outcome(recorder, target.address, 2**64 - 1, 2**32 - 1, 2**32 - 1)
-    account = px.c.registry.account_of(target.address)
-    assert (account.jobs_completed, account.jobs_failed, account.disputes_lost) == (
-        2**64 - 1,
-        2**32 - 1,
-        2**32 - 1,
-    )
-    with pytest.raises(TransactionReverted) as info:
-        px.c.registry.record_outcome(recorder, target.address, 0, 1, 0)
-    assert not isinstance(info.value, ContractRevertError)
-    assert info.value.selector == PANIC_SELECTOR
-    assert int.from_bytes(info.value.data[4:], "big") == 0x11  # arithmetic overflow
-
-
-def test_record_outcome_rejects_unregistered(px: System) -> None:
-    recorder = px.outsider
-    px.c.registry.grant_role(px.admin, RECORDER_ROLE, recorder.address)
-    with reverts("RegistryNotRegistered", {"account": px.clients[0].address}):
-        px.c.registry.record_outcome(recorder, px.clients[0].address, 1, 0, 0)
+    late = px.open_job(px.terms(duration=120))
+    px.chain.advance_time(121)
+    px.c.escrow.claim_timeout(px.outsider, late.job_id)
+    account = px.c.registry.account_of(provider.address)
+    assert (account.jobs_completed, account.jobs_failed, account.disputes_lost) == (1, 1, 0)
 
 
 # --- roles ------------------------------------------------------------------------------------
@@ -692,14 +672,11 @@ def test_grant_role_rejects_non_admin(px: System) -> None:
         px.c.registry.grant_role(px.outsider, SLASHER_ROLE, px.outsider.address)
 
 
-def test_deployment_grants_slasher_and_recorder_to_contracts_only(px: System) -> None:
+def test_deployment_grants_slasher_to_contracts_only(px: System) -> None:
     def has(role: bytes, who: str) -> bool:
         return bool(px.c.registry._call("hasRole", role, who))
 
     assert has(SLASHER_ROLE, px.c.escrow.address)
     assert has(SLASHER_ROLE, px.c.fault_proofs.address)
-    assert has(RECORDER_ROLE, px.c.escrow.address)
-    assert has(RECORDER_ROLE, px.c.vouchers.address)
     assert not has(SLASHER_ROLE, px.admin.address)
     assert not has(SLASHER_ROLE, px.c.vouchers.address)
-    assert not has(RECORDER_ROLE, px.c.fault_proofs.address)

@@ -42,6 +42,8 @@ interface IPaymentVouchers {
         uint256 amount,
         uint64 jobs
     );
+    /// @notice A batch redemption paid `provider` once for all its vouchers (single redemptions emit only
+    /// VoucherRedeemed; the fee is `amount * feeBps / 10000`).
     event ProviderPaid(address indexed provider, uint256 payout, uint256 fee, uint64 jobs);
 
     error VouchersZeroAmount();

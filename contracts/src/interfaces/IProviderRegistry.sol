@@ -4,7 +4,7 @@ pragma solidity ^0.8.24;
 /// @title Provider and verifier registry with staking, unbonding, counters and slashing
 /// @notice Providers and verifiers bond native ETH here. Stake that is unbonding stays slashable until it is
 /// withdrawn, so a cheater cannot run before its fault is proven. Only contracts holding SLASHER_ROLE may slash
-/// and only contracts holding RECORDER_ROLE may move the job counters.
+/// and only the escrow and voucher contracts fixed at deployment may move the job counters.
 interface IProviderRegistry {
     /// @notice What an account is registered as.
     enum Role {
@@ -61,6 +61,7 @@ interface IProviderRegistry {
     error RegistryUnbondingNotReady(address account, uint256 readyAt, uint256 timestamp);
     error RegistryInvalidShare(uint256 bps);
     error RegistryTransferFailed(address to, uint256 amount);
+    error RegistryUnauthorizedRecorder(address caller);
 
     /// @notice Registers the caller as a provider. `peerId` must be the binary libp2p peer id of the caller's
     /// own secp256k1 key (identity multihash of the protobuf public key); it is checked on chain.
@@ -96,7 +97,7 @@ interface IProviderRegistry {
         bytes32 ref
     ) external returns (uint256 slashed);
 
-    /// @notice Moves a provider's job counters.
+    /// @notice Moves a provider's job counters; only the escrow and voucher contracts may.
     function recordOutcome(address provider, uint64 completed, uint32 failed, uint32 disputesLost) external;
 
     /// @notice The stored account record (all zero when unknown).

@@ -22,7 +22,10 @@ interface IRewardPool {
     }
 
     event PoolFunded(uint256 indexed epoch, address indexed from, uint256 toPool, uint256 toTreasury);
-    event WorkRecorded(uint256 indexed epoch, address indexed provider, uint256 work, uint256 fee);
+    /// @notice A payment contract paid a fee and recorded `work` (wei paid) for `provider`.
+    event FeesDeposited(
+        uint256 indexed epoch, address indexed provider, uint256 work, uint256 toPool, uint256 toTreasury
+    );
     event EpochRolledOver(uint256 indexed fromEpoch, uint256 indexed toEpoch, uint256 amount);
     event RewardsClaimed(address indexed provider, uint256 amount);
     event TreasuryWithdrawn(address indexed to, uint256 amount);
@@ -33,11 +36,12 @@ interface IRewardPool {
     error RewardPoolTreasuryInsufficient(uint256 requested, uint256 available);
     error RewardPoolInvalidParameter(bytes32 name, uint256 value);
     error RewardPoolTransferFailed(address to, uint256 amount);
+    error RewardPoolUnauthorizedSource(address caller);
 
     /// @notice Adds the sent ETH to the current epoch's pot (less the treasury share).
     function fund() external payable;
 
-    /// @notice Called by payment contracts on every settlement: adds the fee in `msg.value` to the pot and
+    /// @notice Called by the two payment contracts fixed at deployment on every settlement: adds the fee in `msg.value` to the pot and
     /// `work` (wei the client paid) to the provider's verified work in the current epoch.
     function depositFees(address provider, uint256 work) external payable;
 
