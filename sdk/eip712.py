@@ -37,11 +37,13 @@ from proxima.sdk.types import Address
 
 __all__ = [
     "Attestation",
+    "AttestationBatch",
     "Domain",
     "Eip712Message",
     "JobReceipt",
     "JobTerms",
     "LocalSigner",
+    "Measurement",
     "Signature",
     "SignedMessage",
     "Signer",
@@ -170,6 +172,8 @@ class Eip712Message(BaseModel):
     # Strict: a bool is not a uint and text is not bytes32; what is signed is exactly what was given.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     type_name: ClassVar[str]
+    nested: ClassVar[tuple[type[Eip712Message], ...]] = ()
+    """Struct types this one refers to (as ``Name[]`` fields), in EIP-712 ``encodeType`` order."""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -200,7 +204,8 @@ class Eip712Message(BaseModel):
     @classmethod
     def encode_type(cls) -> str:
         """The EIP-712 ``encodeType`` string, as the contract's TYPEHASH is built from."""
-        return f"{cls.type_name}({','.join(f'{t} {n}' for n, t in cls.eip712_fields())})"
+        own = f"{cls.type_name}({','.join(f'{t} {n}' for n, t in cls.eip712_fields())})"
+        return own + "".join(n.encode_type() for n in sorted(cls.nested, key=lambda n: n.type_name))
 
     @classmethod
     def type_hash(cls) -> bytes:
@@ -208,11 +213,11 @@ class Eip712Message(BaseModel):
 
     def to_message(self) -> dict[str, Any]:
         """The message as EIP-712 JSON (camelCase keys)."""
-        return {_camel(name): getattr(self, name) for name in type(self).model_fields}
+        return {_camel(name): _message_value(getattr(self, name)) for name in type(self).model_fields}
 
     def to_abi(self) -> tuple[Any, ...]:
         """The field values as the ABI tuple the contract functions take."""
-        return tuple(getattr(self, name) for name in type(self).model_fields)
+        return tuple(_abi_value(getattr(self, name)) for name in type(self).model_fields)
 
     def typed_data(self, domain: Domain) -> dict[str, Any]:
         """The full EIP-712 typed data (as ``eth_signTypedData_v4`` takes it)."""
@@ -225,6 +230,7 @@ class Eip712Message(BaseModel):
                     {"name": "verifyingContract", "type": "address"},
                 ],
                 self.type_name: [{"name": n, "type": t} for n, t in self.eip712_fields()],
+                **{n.type_name: [{"name": f, "type": t} for f, t in n.eip712_fields()] for n in self.nested},
             },
             "primaryType": self.type_name,
             "domain": domain.as_dict(),
@@ -266,6 +272,18 @@ def recover_signer(message: Eip712Message, domain: Domain, signature: Signature 
     return to_checksum_address(recovered)
 
 
+def _message_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [v.to_message() for v in value]
+    return value
+
+
+def _abi_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [v.to_abi() for v in value]
+    return value
+
+
 def _check_value(where: str, sol_type: str, value: Any) -> None:
     if sol_type.startswith("uint"):
         bits = int(sol_type[4:])
@@ -299,6 +317,27 @@ class Attestation(Eip712Message):
     epoch: Uint32
     nonce: Uint256
     deadline: Uint256
+
+
+class Measurement(Eip712Message):
+    """One benchmark result inside an :class:`AttestationBatch` (FLOP/s, bytes/s)."""
+
+    type_name: ClassVar[str] = "Measurement"
+    benchmark_id: B32
+    gemm_flops: Uint64
+    mem_bandwidth: Uint64
+
+
+class AttestationBatch(Eip712Message):
+    """Many measurements of one epoch, signed once by the provider: one nonce, one signature."""
+
+    type_name: ClassVar[str] = "AttestationBatch"
+    nested: ClassVar[tuple[type[Eip712Message], ...]] = (Measurement,)
+    provider: Addr
+    epoch: Uint32
+    nonce: Uint256
+    deadline: Uint256
+    measurements: Annotated[tuple[Measurement, ...], Sol("Measurement[]")]
 
 
 class VerifierReport(Eip712Message):

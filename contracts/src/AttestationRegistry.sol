@@ -12,10 +12,17 @@ import {IProviderRegistry} from "./interfaces/IProviderRegistry.sol";
 /// @notice Implements {IAttestationRegistry}; see the interface for the rules.
 /// @dev Storage per provider is one slot of latest figures and one slot of report counts; nonces are one slot
 /// per signer. Everything else is in the events. In a batch from one signer every slot after the first is
-/// warm, which is what keeps a batched attestation under 10k gas.
+/// warm. A provider-signed AttestationBatch pays one signature check, one nonce and one storage write
+/// for all its measurements; the rest is calldata and one event per measurement.
 contract AttestationRegistry is IAttestationRegistry, EIP712, Nonces {
     bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
         "Attestation(address provider,bytes32 benchmarkId,uint64 gemmFlops,uint64 memBandwidth,uint32 epoch,uint256 nonce,uint256 deadline)"
+    );
+    bytes32 public constant MEASUREMENT_TYPEHASH =
+        keccak256("Measurement(bytes32 benchmarkId,uint64 gemmFlops,uint64 memBandwidth)");
+    bytes32 public constant ATTESTATION_BATCH_TYPEHASH = keccak256(
+        "AttestationBatch(address provider,uint32 epoch,uint256 nonce,uint256 deadline,Measurement[] measurements)"
+        "Measurement(bytes32 benchmarkId,uint64 gemmFlops,uint64 memBandwidth)"
     );
     bytes32 public constant VERIFIER_REPORT_TYPEHASH = keccak256(
         "VerifierReport(address verifier,address provider,bytes32 challengeId,uint64 measuredFlops,bool passed,uint256 nonce,uint256 deadline)"
@@ -49,6 +56,29 @@ contract AttestationRegistry is IAttestationRegistry, EIP712, Nonces {
     }
 
     /// @inheritdoc IAttestationRegistry
+    function submitAttestationBatch(AttestationBatch calldata batch, bytes calldata signature) external {
+        uint256 count = batch.measurements.length;
+        if (count == 0) revert AttestationEmptyBatch();
+        address provider = batch.provider;
+        _checkSigner(provider, _hashAttestationBatch(batch), signature, batch.deadline);
+        if (!registry.isActiveProvider(provider)) revert AttestationUnknownProvider(provider);
+        _useCheckedNonce(provider, batch.nonce);
+        uint32 latestEpoch = _figures[provider].epoch;
+        if (batch.epoch < latestEpoch) revert AttestationStaleEpoch(provider, batch.epoch, latestEpoch);
+        for (uint256 i = 0; i < count; ++i) {
+            Measurement calldata m = batch.measurements[i];
+            emit AttestationSubmitted(provider, m.benchmarkId, m.gemmFlops, m.memBandwidth, batch.epoch, batch.nonce);
+        }
+        Measurement calldata last = batch.measurements[count - 1];
+        _figures[provider] = Figures({
+            gemmFlops: last.gemmFlops,
+            memBandwidth: last.memBandwidth,
+            epoch: batch.epoch,
+            updatedAt: uint64(block.timestamp)
+        });
+    }
+
+    /// @inheritdoc IAttestationRegistry
     function submitReport(VerifierReport calldata report, bytes calldata signature) external {
         _checkSigner(report.verifier, _hashReport(report), signature, report.deadline);
         _recordReport(report);
@@ -77,6 +107,11 @@ contract AttestationRegistry is IAttestationRegistry, EIP712, Nonces {
     /// @inheritdoc IAttestationRegistry
     function hashAttestation(Attestation calldata attestation) external view returns (bytes32) {
         return _hashAttestation(attestation);
+    }
+
+    /// @inheritdoc IAttestationRegistry
+    function hashAttestationBatch(AttestationBatch calldata batch) external view returns (bytes32) {
+        return _hashAttestationBatch(batch);
     }
 
     /// @inheritdoc IAttestationRegistry
@@ -164,6 +199,28 @@ contract AttestationRegistry is IAttestationRegistry, EIP712, Nonces {
                     a.epoch,
                     a.nonce,
                     a.deadline
+                )
+            )
+        );
+    }
+
+    /// @dev EIP-712 encodes an array of structs as the hash of its members' struct hashes, concatenated.
+    function _hashAttestationBatch(AttestationBatch calldata b) private view returns (bytes32) {
+        uint256 count = b.measurements.length;
+        bytes32[] memory hashes = new bytes32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            Measurement calldata m = b.measurements[i];
+            hashes[i] = keccak256(abi.encode(MEASUREMENT_TYPEHASH, m.benchmarkId, m.gemmFlops, m.memBandwidth));
+        }
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    ATTESTATION_BATCH_TYPEHASH,
+                    b.provider,
+                    b.epoch,
+                    b.nonce,
+                    b.deadline,
+                    keccak256(abi.encodePacked(hashes))
                 )
             )
         );

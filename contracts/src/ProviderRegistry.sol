@@ -144,10 +144,14 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuardTr
         if (msg.sender != escrowRecorder && msg.sender != voucherRecorder) revert RegistryUnauthorizedRecorder(msg.sender);
         // Recorders only name registered providers (escrow checks at opening, vouchers pay providers the
         // client chose); only the fields that change are written.
+        // Counters saturate instead of reverting: a voucher can claim any job count, and an overflow must
+        // never block a settlement (it would lock delivered jobs' payments in escrow).
         Account storage account = _accounts[provider];
-        if (completed != 0) account.jobsCompleted += completed;
-        if (failed != 0) account.jobsFailed += failed;
-        if (disputesLost != 0) account.disputesLost += disputesLost;
+        if (completed != 0) account.jobsCompleted = uint64(_saturatingAdd(account.jobsCompleted, completed, type(uint64).max));
+        if (failed != 0) account.jobsFailed = uint32(_saturatingAdd(account.jobsFailed, failed, type(uint32).max));
+        if (disputesLost != 0) {
+            account.disputesLost = uint32(_saturatingAdd(account.disputesLost, disputesLost, type(uint32).max));
+        }
         emit OutcomeRecorded(provider, completed, failed, disputesLost);
     }
 
@@ -182,6 +186,14 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuardTr
     /// @inheritdoc IProviderRegistry
     function totalUnbonding() external view returns (uint256) {
         return _totalUnbonding;
+    }
+
+    function _saturatingAdd(uint256 a, uint256 b, uint256 max) private pure returns (uint256) {
+        // Cannot overflow: a and b are at most 2**64 - 1 each.
+        unchecked {
+            uint256 sum = a + b;
+            return sum > max ? max : sum;
+        }
     }
 
     function _register(Role role, uint256 minimum) private {

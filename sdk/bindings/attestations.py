@@ -8,7 +8,7 @@ from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
 from proxima.sdk.bindings._base import ContractBinding, ProximaModel
-from proxima.sdk.eip712 import Attestation, SignedMessage, VerifierReport
+from proxima.sdk.eip712 import Attestation, AttestationBatch, SignedMessage, VerifierReport
 
 __all__ = ["AttestationRegistry", "Figures", "ReportSummary"]
 
@@ -53,6 +53,17 @@ class AttestationRegistry(ContractBinding):
             [s.message.to_abi() for s in batch],
             [s.signature.to_compact() for s in batch],
         )
+
+    def submit_attestation_batch(
+        self, account: LocalAccount, signed: SignedMessage[AttestationBatch]
+    ) -> TxReceipt:
+        """Submit measurements the provider signed once as a batch (the cheapest way to attest)."""
+        return self._transact(
+            account, "submitAttestationBatch", signed.message.to_abi(), signed.signature.to_bytes()
+        )
+
+    def hash_attestation_batch(self, batch: AttestationBatch) -> bytes:
+        return bytes(self._call("hashAttestationBatch", batch.to_abi()))
 
     def submit_report(self, account: LocalAccount, signed: SignedMessage[VerifierReport]) -> TxReceipt:
         return self._transact(account, "submitReport", signed.message.to_abi(), signed.signature.to_bytes())

@@ -13,7 +13,9 @@ from eth_account.signers.local import LocalAccount
 from proxima.sdk.bindings import decode_events
 from proxima.sdk.eip712 import (
     Attestation,
+    AttestationBatch,
     LocalSigner,
+    Measurement,
     Signature,
     SignedMessage,
     VerifierReport,
@@ -525,3 +527,81 @@ def test_submit_reports_rejects_wrong_signer_in_batch(px: System) -> None:
     with reverts("AttestationInvalidSigner", {"expected": v0.address, "recovered": v1.address}):
         px.c.attestations.submit_reports(px.outsider, [sign_report(px, v1, provider), forged])
     assert px.c.attestations.nonce_of(v1.address) == 0
+
+
+# --- provider-signed batches (one signature, one nonce for many measurements) -----------------
+
+
+def signed_batch(
+    px: System,
+    provider: LocalAccount,
+    count: int = 3,
+    epoch: int = 4,
+    signer: LocalAccount | None = None,
+    **kw: Any,
+) -> SignedMessage[AttestationBatch]:
+    batch = AttestationBatch(
+        provider=kw.pop("provider_address", provider.address),
+        epoch=epoch,
+        nonce=kw.pop("nonce", px.c.attestations.nonce_of(provider.address)),
+        deadline=kw.pop("deadline", px.chain.now() + 600),
+        measurements=tuple(
+            Measurement(benchmark_id=bytes([i + 1]) * 32, gemm_flops=10**12 + i, mem_bandwidth=10**11 + i)
+            for i in range(count)
+        ),
+    )
+    return batch.sign(LocalSigner(signer or provider), px.c.attestations.domain)
+
+
+def test_submit_attestation_batch_records_every_measurement_and_keeps_the_last(px: System) -> None:
+    provider = px.providers[0]
+    receipt = px.c.attestations.submit_attestation_batch(px.outsider, signed_batch(px, provider, count=3))
+    events = [e.args for e in px.c.attestations.events(receipt, "AttestationSubmitted")]
+    assert [(e["benchmarkId"], e["gemmFlops"], e["epoch"], e["nonce"]) for e in events] == [
+        (bytes([i + 1]) * 32, 10**12 + i, 4, 0) for i in range(3)
+    ]
+    latest = figures(px, provider)
+    assert (latest["gemm_flops"], latest["mem_bandwidth"], latest["epoch"]) == (10**12 + 2, 10**11 + 2, 4)
+    assert px.c.attestations.nonce_of(provider.address) == 1
+
+
+def test_submit_attestation_batch_rejects_replay(px: System) -> None:
+    provider = px.providers[0]
+    signed = signed_batch(px, provider)
+    px.c.attestations.submit_attestation_batch(px.outsider, signed)
+    with reverts("InvalidAccountNonce", {"account": provider.address, "currentNonce": 1}):
+        px.c.attestations.submit_attestation_batch(px.outsider, signed)
+
+
+def test_submit_attestation_batch_rejects_other_signer_and_tampering(px: System) -> None:
+    provider, other = px.providers[0], px.providers[1]
+    with reverts("AttestationInvalidSigner") as info:
+        px.c.attestations.submit_attestation_batch(px.outsider, signed_batch(px, provider, signer=other))
+    assert info.value.error_args["expected"] == provider.address
+    signed = signed_batch(px, provider)
+    inflated = signed.message.model_copy(
+        update={
+            "measurements": (
+                *signed.message.measurements[:-1],
+                Measurement(benchmark_id=b"\x01" * 32, gemm_flops=10**15, mem_bandwidth=1),
+            )
+        }
+    )
+    with reverts("AttestationInvalidSigner"):
+        px.c.attestations.submit_attestation_batch(px.outsider, SignedMessage(inflated, signed.signature))
+    assert figures(px, provider)["epoch"] == 0
+
+
+def test_submit_attestation_batch_rejects_empty_expired_stale_and_unstaked(px: System) -> None:
+    provider = px.providers[0]
+    with reverts("AttestationEmptyBatch"):
+        px.c.attestations.submit_attestation_batch(px.outsider, signed_batch(px, provider, count=0))
+    with reverts("AttestationExpired"):
+        px.c.attestations.submit_attestation_batch(
+            px.outsider, signed_batch(px, provider, deadline=px.chain.now() - 1)
+        )
+    px.c.attestations.submit_attestation_batch(px.outsider, signed_batch(px, provider, epoch=9))
+    with reverts("AttestationStaleEpoch", {"provider": provider.address, "epoch": 8, "latestEpoch": 9}):
+        px.c.attestations.submit_attestation_batch(px.outsider, signed_batch(px, provider, epoch=8))
+    with reverts("AttestationUnknownProvider", {"provider": px.outsider.address}):
+        px.c.attestations.submit_attestation_batch(px.outsider, signed_batch(px, px.outsider))

@@ -16,10 +16,12 @@ from pydantic import ValidationError
 from proxima.sdk import eip712
 from proxima.sdk.eip712 import (
     Attestation,
+    AttestationBatch,
     Eip712Message,
     JobReceipt,
     JobTerms,
     LocalSigner,
+    Measurement,
     Verdict,
     VerifierReport,
     Voucher,
@@ -43,6 +45,7 @@ BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 # message type -> (binding attribute on ProximaContracts, hash view, TYPEHASH constant)
 CONTRACT_OF: dict[type[Eip712Message], tuple[str, str, str]] = {
     Attestation: ("attestations", "hashAttestation", "ATTESTATION_TYPEHASH"),
+    AttestationBatch: ("attestations", "hashAttestationBatch", "ATTESTATION_BATCH_TYPEHASH"),
     VerifierReport: ("attestations", "hashReport", "VERIFIER_REPORT_TYPEHASH"),
     JobTerms: ("escrow", "hashTerms", "JOB_TERMS_TYPEHASH"),
     Verdict: ("escrow", "hashVerdict", "VERDICT_TYPEHASH"),
@@ -69,6 +72,8 @@ def _field_strategy(sol_type: str) -> st.SearchStrategy[Any]:
         return addresses
     if sol_type == "bool":
         return st.booleans()
+    if sol_type == "Measurement[]":
+        return st.lists(messages(Measurement), max_size=4).map(tuple)
     raise AssertionError(f"no strategy for {sol_type}")
 
 
@@ -99,6 +104,8 @@ def fixed_example(kind: type[Eip712Message]) -> Eip712Message:
             values[name] = bytes([i + 1]) * 32
         elif sol == "address":
             values[name] = to_checksum_address(bytes([0xA0 + i]) * 20)
+        elif sol == "Measurement[]":
+            values[name] = (fixed_example(Measurement), fixed_example(Measurement))
         else:
             values[name] = True
     return kind(**values)
@@ -113,7 +120,12 @@ def test_every_message_type_is_checked_against_a_contract() -> None:
         for obj in vars(eip712).values()
         if inspect.isclass(obj) and issubclass(obj, Eip712Message) and obj is not Eip712Message
     }
-    assert defined == set(CONTRACT_OF)
+    nested_only = {n for kind in defined for n in kind.nested}
+    assert defined - nested_only == set(CONTRACT_OF)
+
+
+def test_nested_type_hash_equals_contract(px: System) -> None:
+    assert bytes(px.c.attestations._call("MEASUREMENT_TYPEHASH")) == Measurement.type_hash()
 
 
 # --- digests ----------------------------------------------------------------------------------
@@ -148,9 +160,11 @@ def test_digest_depends_on_every_field(px_inprocess: System, kind: type[Eip712Me
             changed = to_checksum_address(b"\x01" * 20)
         elif sol == "bytes32":
             changed = b"\xff" * 32
+        elif sol == "Measurement[]":
+            changed = (*value[:-1], value[-1].model_copy(update={"gemm_flops": value[-1].gemm_flops + 1}))
         else:
             changed = value + 1
-        other = kind(**{**base.model_dump(), name: changed})
+        other = base.model_copy(update={name: changed})
         assert other.digest(domain) != base.digest(domain), camel
         assert contract_digest(px_inprocess, other) == other.digest(domain), camel
 

@@ -359,8 +359,9 @@ def test_confirm_result_pays_provider_price_minus_fee(px: System) -> None:
         "fee": fee,
         "confirmed": True,
     }
-    [work] = px.c.rewards.events(receipt, "WorkRecorded")
-    assert (work.args["provider"], work.args["work"], work.args["fee"]) == (provider, price, fee)
+    [work] = px.c.rewards.events(receipt, "FeesDeposited")
+    assert (work.args["provider"], work.args["work"]) == (provider, price)
+    assert work.args["toPool"] + work.args["toTreasury"] == fee
     px.assert_conserved()
 
 

@@ -108,25 +108,23 @@ def test_deposit_fees_fund_current_epoch_and_record_work(px: System) -> None:
         (by_voucher, px.c.vouchers.address, voucher_fee, voucher_amount),
         (by_escrow, px.c.escrow.address, escrow_fee, price),
     ):
-        [funded] = rewards.events(receipt, "PoolFunded")
-        assert funded.args == {
+        [deposited] = rewards.events(receipt, "FeesDeposited")
+        assert deposited.args == {
             "epoch": epoch,
-            "from": source,
+            "provider": provider.address,
+            "work": work,
             "toPool": to_pool(px, fee),
             "toTreasury": fee - to_pool(px, fee),
         }
-        [recorded] = rewards.events(receipt, "WorkRecorded")
-        assert recorded.args == {"epoch": epoch, "provider": provider.address, "work": work, "fee": fee}
+        assert source in (px.c.vouchers.address, px.c.escrow.address)
     px.assert_conserved()
 
 
-def test_deposit_fees_rejects_caller_without_fee_source_role(px: System) -> None:
-    with reverts(
-        "AccessControlUnauthorizedAccount",
-        account=px.outsider.address,
-        neededRole=role(px, "FEE_SOURCE_ROLE"),
-    ):
-        px.c.rewards.deposit_fees(px.outsider, px.outsider.address, 10 * ETH, 1)
+@pytest.mark.parametrize("caller", ["outsider", "admin"])
+def test_deposit_fees_rejects_anyone_but_escrow_and_vouchers(px: System, caller: str) -> None:
+    who = px.outsider if caller == "outsider" else px.admin
+    with reverts("RewardPoolUnauthorizedSource", caller=who.address):
+        px.c.rewards.deposit_fees(who, px.outsider.address, 10 * ETH, 1)
     assert px.c.rewards.rewards_of(px.outsider.address).work == 0
 
 

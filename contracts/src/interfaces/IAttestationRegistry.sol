@@ -19,6 +19,23 @@ interface IAttestationRegistry {
         uint256 deadline;
     }
 
+    /// @notice One measurement inside a provider-signed batch.
+    struct Measurement {
+        bytes32 benchmarkId;
+        uint64 gemmFlops;
+        uint64 memBandwidth;
+    }
+
+    /// @notice Many measurements of one epoch signed once by the provider (EIP-712 `AttestationBatch`, whose
+    /// `measurements` member is an array of `Measurement` structs). One nonce and one signature cover all.
+    struct AttestationBatch {
+        address provider;
+        uint32 epoch;
+        uint256 nonce;
+        uint256 deadline;
+        Measurement[] measurements;
+    }
+
     /// @notice A verifier's measurement of a provider, answering challenge `challengeId`.
     struct VerifierReport {
         address verifier;
@@ -83,6 +100,9 @@ interface IAttestationRegistry {
     function submitAttestations(Attestation[] calldata attestations, CompactSignature[] calldata signatures)
         external;
 
+    /// @notice Submits a batch the provider signed once; the last measurement becomes its latest figures.
+    function submitAttestationBatch(AttestationBatch calldata batch, bytes calldata signature) external;
+
     function submitReport(VerifierReport calldata report, bytes calldata signature) external;
 
     function submitReports(VerifierReport[] calldata reports, CompactSignature[] calldata signatures) external;
@@ -93,6 +113,9 @@ interface IAttestationRegistry {
 
     /// @notice The EIP-712 digest a provider signs for `attestation`.
     function hashAttestation(Attestation calldata attestation) external view returns (bytes32);
+
+    /// @notice The EIP-712 digest a provider signs for `batch`.
+    function hashAttestationBatch(AttestationBatch calldata batch) external view returns (bytes32);
 
     /// @notice The EIP-712 digest a verifier signs for `report`.
     function hashReport(VerifierReport calldata report) external view returns (bytes32);
