@@ -47,6 +47,7 @@ contract JobEscrow is IJobEscrow, EIP712, ReentrancyGuardTransient {
     uint256 public immutable maxChallengeWindow;
 
     mapping(bytes32 jobId => Job) private _jobs;
+    mapping(address account => uint256) private _credits;
     uint256 private _totalEscrowed;
 
     constructor(IProviderRegistry registry_, IRewardPool rewardPool_, Parameters memory params)
@@ -221,10 +222,24 @@ contract JobEscrow is IJobEscrow, EIP712, ReentrancyGuardTransient {
         (address client, address provider, uint256 price, uint256 bond) =
             (job.client, job.provider, job.price, job.disputeBond);
         job.status = Status.Refunded;
-        _totalEscrowed -= price + bond;
         emit DisputeExpired(jobId, price, bond);
-        _send(client, price);
-        if (bond > 0) _send(provider, bond);
+        _sendOrCredit(client, price);
+        if (bond > 0) _sendOrCredit(provider, bond);
+    }
+
+    /// @inheritdoc IJobEscrow
+    function withdrawCredit() external nonReentrant returns (uint256 amount) {
+        amount = _credits[msg.sender];
+        if (amount == 0) revert EscrowNoCredit(msg.sender);
+        _credits[msg.sender] = 0;
+        _totalEscrowed -= amount;
+        emit CreditWithdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    /// @inheritdoc IJobEscrow
+    function creditOf(address account) external view returns (uint256) {
+        return _credits[account];
     }
 
     /// @inheritdoc IJobEscrow
@@ -294,6 +309,17 @@ contract JobEscrow is IJobEscrow, EIP712, ReentrancyGuardTransient {
                 )
             )
         );
+    }
+
+    /// @dev Pays `to`, or credits it when it refuses: the amount then stays in `_totalEscrowed` until withdrawn.
+    function _sendOrCredit(address to, uint256 amount) private {
+        (bool ok,) = payable(to).call{value: amount}("");
+        if (ok) {
+            _totalEscrowed -= amount;
+        } else {
+            _credits[to] += amount;
+            emit PaymentCredited(to, amount);
+        }
     }
 
     function _send(address to, uint256 amount) private {

@@ -84,6 +84,13 @@ class JobEscrow(ContractBinding):
     def expire_dispute(self, account: LocalAccount, job_id: bytes) -> TxReceipt:
         return self._transact(account, "expireDispute", job_id)
 
+    def withdraw_credit(self, account: LocalAccount) -> TxReceipt:
+        """Collect a payout that was credited because it could not be delivered."""
+        return self._transact(account, "withdrawCredit")
+
+    def credit_of(self, account: str) -> int:
+        return int(self._call("creditOf", account))
+
     def job_of(self, job_id: bytes) -> EscrowJob:
         return self._call_model(EscrowJob, "jobOf", job_id)
 

@@ -413,8 +413,25 @@ def test_expireDispute_onePartyRefusesPayment_otherPartyStillPaid(px, refuser: s
     assert px.c.escrow.job_of(terms.job_id).status == JobStatus.REFUNDED
     if refuser == "provider":
         assert client.balance == client_before + terms.price
+        refusing, owed = provider, bond
     else:
         assert provider.balance == provider_before + bond
+        refusing, owed = client, terms.price
+    assert px.c.escrow.credit_of(refusing.address) == owed
+    px.assert_conserved()
+
+    # The refused payout is credited, not lost: once the account accepts ETH it collects it, exactly once.
+    refusing.refuse_payments(False)
+    before, gas = refusing.balance, 0
+    if refuser == "provider":
+        receipt = px.c.escrow.withdraw_credit(provider_eoa)  # the provider EOA pays its own gas
+        gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    else:
+        client.execute(px.c.escrow, "withdrawCredit")  # the client contract's operator pays the gas
+    assert refusing.balance == before + owed - gas
+    assert px.c.escrow.credit_of(refusing.address) == 0
+    with pytest.raises(ContractRevertError, match="EscrowNoCredit"):
+        px.c.escrow.withdraw_credit(px.outsider)
     px.assert_conserved()
 
 

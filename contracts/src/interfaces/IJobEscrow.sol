@@ -68,6 +68,9 @@ interface IJobEscrow {
     event JobDisputed(bytes32 indexed jobId, address indexed client, uint256 bond, uint64 disputeEndsAt);
     event DisputeResolved(bytes32 indexed jobId, bool resultValid, uint256 signers);
     event DisputeExpired(bytes32 indexed jobId, uint256 refund, uint256 bondToProvider);
+    /// @notice A payout to `account` could not be delivered and was credited instead (see {withdrawCredit}).
+    event PaymentCredited(address indexed account, uint256 amount);
+    event CreditWithdrawn(address indexed account, uint256 amount);
 
     error EscrowJobExists(bytes32 jobId);
     error EscrowUnknownJob(bytes32 jobId);
@@ -94,6 +97,7 @@ interface IJobEscrow {
     error EscrowQuorumNotReached(bytes32 jobId, uint256 signers, uint256 quorum);
     error EscrowInvalidParameter(bytes32 name, uint256 value);
     error EscrowTransferFailed(address to, uint256 amount);
+    error EscrowNoCredit(address account);
 
     /// @notice Opens and funds a job the provider accepted off chain. `msg.value` must equal the price and the
     /// caller must be the client named in the terms.
@@ -121,14 +125,21 @@ interface IJobEscrow {
     function resolveDispute(Verdict calldata verdict, bytes[] calldata signatures) external;
 
     /// @notice After the dispute window without a quorum: the client gets the price back, the provider the bond.
+    /// A party whose address refuses ETH is credited instead, so neither can block the other's payment.
     function expireDispute(bytes32 jobId) external;
+
+    /// @notice Pays the caller what was credited to it when a payout could not be delivered.
+    function withdrawCredit() external returns (uint256 amount);
+
+    /// @notice ETH credited to `account` and not yet withdrawn.
+    function creditOf(address account) external view returns (uint256);
 
     function jobOf(bytes32 jobId) external view returns (Job memory);
 
     /// @notice The bond a client must post to dispute `jobId`.
     function disputeBondOf(bytes32 jobId) external view returns (uint256);
 
-    /// @notice ETH held for open jobs (accepted, delivered or disputed), bonds included.
+    /// @notice ETH held for open jobs (accepted, delivered or disputed), bonds and undelivered credits included.
     function totalEscrowed() external view returns (uint256);
 
     function hashTerms(JobTerms calldata terms) external view returns (bytes32);
