@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from _support import ETH, PROVIDER_STAKE, VERIFIER_STAKE
 from eth_account.signers.local import LocalAccount
 
 from proxima.sdk.bindings import ProximaContracts
@@ -20,9 +21,6 @@ from proxima.sdk.deploy import DeployParameters, deploy_all
 from proxima.sdk.eip712 import JobTerms, LocalSigner, SignedMessage
 from proxima.sdk.peerid import peer_id_from_key
 
-ETH = 10**18
-PROVIDER_STAKE = 10 * ETH
-VERIFIER_STAKE = 5 * ETH
 PARAMS = DeployParameters()
 
 

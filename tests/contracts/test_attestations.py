@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _support import block_time, reverts
 from eth_account.signers.local import LocalAccount
 
 from proxima.sdk.bindings import decode_events
@@ -21,7 +20,6 @@ from proxima.sdk.eip712 import (
     VerifierReport,
     recover_signer,
 )
-from proxima.sdk.errors import ContractRevertError
 
 if TYPE_CHECKING:
     from conftest import System  # tests/contracts/conftest.py
@@ -29,20 +27,6 @@ if TYPE_CHECKING:
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 BENCH = b"\xbe" * 32
 CHALLENGE = b"\xc4" * 32
-
-
-@contextmanager
-def reverts(name: str, args: dict[str, Any] | None = None) -> Iterator[Any]:
-    """Expect a decoded custom error ``name``; with ``args``, exactly those arguments."""
-    with pytest.raises(ContractRevertError) as info:
-        yield info
-    assert info.value.error_name == name, str(info.value)
-    if args is not None:
-        assert info.value.error_args == args, str(info.value)
-
-
-def block_time(px: System, receipt: Any) -> int:
-    return int(px.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
 
 
 def attestation(
@@ -218,8 +202,8 @@ def test_submit_attestation_rejects_tampered_message(px: System) -> None:
     tampered = SignedMessage(signed.message.model_copy(update={"gemm_flops": 10**18}), signed.signature)
     with reverts("AttestationInvalidSigner") as info:
         px.c.attestations.submit_attestation(provider, tampered)
-    assert info.value.error_args["expected"] == provider.address
-    assert info.value.error_args["recovered"] != provider.address
+    assert info["expected"] == provider.address
+    assert info["recovered"] != provider.address
 
 
 def test_submit_attestation_rejects_expired_deadline(px: System) -> None:
@@ -229,7 +213,7 @@ def test_submit_attestation_rejects_expired_deadline(px: System) -> None:
     px.chain.advance_time(61)
     with reverts("AttestationExpired") as info:
         px.c.attestations.submit_attestation(provider, signed)
-    args = info.value.error_args
+    args = info
     assert (args["signer"], args["deadline"]) == (provider.address, deadline)
     assert args["timestamp"] > deadline
     assert px.c.attestations.nonce_of(provider.address) == 0
@@ -329,8 +313,8 @@ def test_submit_report_rejects_expired_deadline(px: System) -> None:
     px.chain.advance_time(100)
     with reverts("AttestationExpired") as info:
         px.c.attestations.submit_report(verifier, signed)
-    assert info.value.error_args["signer"] == verifier.address
-    assert info.value.error_args["deadline"] == deadline
+    assert info["signer"] == verifier.address
+    assert info["deadline"] == deadline
 
 
 @pytest.mark.parametrize("who", ["outsider", "provider"])
@@ -577,7 +561,7 @@ def test_submit_attestation_batch_rejects_other_signer_and_tampering(px: System)
     provider, other = px.providers[0], px.providers[1]
     with reverts("AttestationInvalidSigner") as info:
         px.c.attestations.submit_attestation_batch(px.outsider, signed_batch(px, provider, signer=other))
-    assert info.value.error_args["expected"] == provider.address
+    assert info["expected"] == provider.address
     signed = signed_batch(px, provider)
     inflated = signed.message.model_copy(
         update={

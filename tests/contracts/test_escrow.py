@@ -6,56 +6,22 @@ treasury share), refunds and bonds go back exactly, slashes split between the fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from _support import BPS, ETH, block_time, fee_of, gas_cost, reverts, to_pool
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
 from proxima.sdk.bindings import JobStatus
 from proxima.sdk.eip712 import Domain, JobTerms, LocalSigner, Signature, Verdict
-from proxima.sdk.errors import ContractRevertError
 from proxima.sdk.types import Address
 
 if TYPE_CHECKING:
     from conftest import System
 
-ETH = 10**18
-BPS = 10_000
 RESULT = b"\xab" * 32
 OTHER_RESULT = b"\xcd" * 32
-
-
-@contextmanager
-def reverts(name: str, **expected: Any) -> Iterator[dict[str, Any]]:
-    """Expect a decoded custom error ``name`` whose arguments include ``expected``; yields all its args."""
-    args: dict[str, Any] = {}
-    with pytest.raises(ContractRevertError) as info:
-        yield args
-    err = info.value
-    assert err.error_name == name, str(err)
-    for key, value in expected.items():
-        assert err.error_args[key] == value, f"{key}: {err}"
-    args.update(err.error_args)
-
-
-def gas(receipt: TxReceipt) -> int:
-    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-
-
-def block_time(px: System, receipt: TxReceipt) -> int:
-    return int(px.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
-
-
-def fee_of(px: System, price: int) -> int:
-    return price * px.params.fee_bps // BPS
-
-
-def to_pool(px: System, amount: int) -> int:
-    """What reaches the reward pot of ``amount`` sent to the pool (the rest is the treasury's)."""
-    return amount - amount * px.params.treasury_bps // BPS
 
 
 def finder_share(px: System, slashed: int) -> int:
@@ -118,7 +84,7 @@ def test_open_job_escrows_price_and_stores_terms(px: System) -> None:
 
     receipt = px.c.escrow.open_job(client, px.accept(terms))
 
-    assert px.chain.balance(client.address) == client_before - 3 * ETH - gas(receipt)
+    assert px.chain.balance(client.address) == client_before - 3 * ETH - gas_cost(receipt)
     assert px.chain.balance(px.c.escrow.address) == escrow_before + 3 * ETH
     assert px.c.escrow.total_escrowed() == 3 * ETH
     job = px.c.escrow.job_of(terms.job_id)
@@ -484,7 +450,7 @@ def test_claim_timeout_refunds_client_and_slashes_provider(px: System) -> None:
     receipt = px.c.escrow.claim_timeout(px.outsider, terms.job_id)
 
     assert px.chain.balance(client) == client_before + price
-    assert px.chain.balance(finder) == finder_before + share - gas(receipt)
+    assert px.chain.balance(finder) == finder_before + share - gas_cost(receipt)
     account = px.c.registry.account_of(provider)
     assert account.stake == account_before.stake - slash
     assert account.total_slashed == account_before.total_slashed + slash
@@ -552,7 +518,7 @@ def test_dispute_result_posts_bond_and_opens_dispute_window(px: System) -> None:
     receipt = px.c.escrow.dispute_result(px.clients[0], terms.job_id)
 
     ends_at = block_time(px, receipt) + px.params.dispute_window
-    assert px.chain.balance(terms.client) == client_before - bond - gas(receipt)
+    assert px.chain.balance(terms.client) == client_before - bond - gas_cost(receipt)
     job = px.c.escrow.job_of(terms.job_id)
     assert (job.status, job.dispute_bond, job.dispute_ends_at) == (JobStatus.DISPUTED, bond, ends_at)
     assert px.c.escrow.total_escrowed() == price + bond

@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _support import ETH, PROVIDER_STAKE, gas_cost, reverts
 from eth_account.signers.local import LocalAccount
 
 from proxima.sdk.eip712 import JobReceipt, LocalSigner, SignedMessage, recover_signer
-from proxima.sdk.errors import ContractRevertError
 
 if TYPE_CHECKING:
     from conftest import System  # tests/contracts/conftest.py
 
-ETH = 10**18
-PROVIDER_STAKE = 10 * ETH  # what the fixture registers each provider with
 JOB = b"\x10" * 32
 RESULT_A = b"\xaa" * 32
 RESULT_B = b"\xbb" * 32
 REASON_EQUIVOCATION = b"EQUIVOCATION".ljust(32, b"\x00")
-
-
-@contextmanager
-def reverts(name: str, args: dict[str, Any] | None = None) -> Iterator[Any]:
-    """Expect a decoded custom error ``name``; with ``args``, exactly those arguments."""
-    with pytest.raises(ContractRevertError) as info:
-        yield info
-    assert info.value.error_name == name, str(info.value)
-    if args is not None:
-        assert info.value.error_args == args, str(info.value)
-
-
-def gas_cost(receipt: Any) -> int:
-    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
 
 
 def job_receipt(

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from _support import ETH, gas_cost
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -31,7 +32,6 @@ from proxima.sdk.chain import Chain, TransactionReverted
 from proxima.sdk.eip712 import JobReceipt, JobTerms, LocalSigner, Verdict, Voucher
 from proxima.sdk.errors import ContractRevertError
 
-ETH = 10**18
 REENTRANT_CALL = keccak(text="ReentrancyGuardReentrantCall()")[:4]
 GAS = 3_000_000
 """Explicit gas for calls that trigger a reentry: an estimate could leave the inner call too little gas to
@@ -77,10 +77,6 @@ def call_on(binding: ContractBinding, account: LocalAccount, function: str, *arg
         contract=binding.contract_name,
         function=function,
     )
-
-
-def gas_cost(receipt: TxReceipt) -> int:
-    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
 
 
 class Receiver:

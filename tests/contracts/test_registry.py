@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _support import ETH, PROVIDER_STAKE, VERIFIER_STAKE, block_time, gas_cost, reverts
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from proxima.sdk.bindings import Role
-from proxima.sdk.errors import ContractRevertError
 from proxima.sdk.peerid import peer_id_from_key
 
 if TYPE_CHECKING:
     from conftest import System  # tests/contracts/conftest.py
 
-ETH = 10**18
-PROVIDER_STAKE = 10 * ETH  # what the fixture registers each provider with
-VERIFIER_STAKE = 5 * ETH  # and each verifier
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 SECP256K1_P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
@@ -30,24 +25,6 @@ REF = b"\x07" * 32
 MAX_UINT256 = 2**256 - 1
 SLASHER_ROLE = keccak(text="SLASHER_ROLE")
 PANIC_SELECTOR = keccak(text="Panic(uint256)")[:4]
-
-
-@contextmanager
-def reverts(name: str, args: dict[str, Any] | None = None) -> Iterator[Any]:
-    """Expect a decoded custom error ``name``; with ``args``, exactly those arguments."""
-    with pytest.raises(ContractRevertError) as info:
-        yield info
-    assert info.value.error_name == name, str(info.value)
-    if args is not None:
-        assert info.value.error_args == args, str(info.value)
-
-
-def gas_cost(receipt: Any) -> int:
-    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-
-
-def block_time(px: System, receipt: Any) -> int:
-    return int(px.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
 
 
 def peer_id(account: LocalAccount) -> bytes:
@@ -423,7 +400,7 @@ def test_withdraw_fails_before_delay(px: System) -> None:
     px.chain.advance_time(px.params.unbonding_delay - 100)
     with reverts("RegistryUnbondingNotReady") as info:
         px.c.registry.withdraw(who)
-    args = info.value.error_args
+    args = info
     assert args["account"] == who.address
     assert args["readyAt"] == ready_at
     assert px.chain.now() <= args["timestamp"] < ready_at

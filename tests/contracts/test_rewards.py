@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from _support import BPS, ETH, fee_of, gas_cost, reverts, to_pool
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
 from proxima.sdk.eip712 import LocalSigner, Voucher
-from proxima.sdk.errors import ContractRevertError
 
 if TYPE_CHECKING:
     from conftest import System
 
-ETH = 10**18
-BPS = 10_000
 RESULT = b"\xab" * 32
-
-
-@contextmanager
-def reverts(name: str, **expected: Any) -> Iterator[dict[str, Any]]:
-    """Expect a decoded custom error ``name`` whose arguments include ``expected``; yields all its args."""
-    args: dict[str, Any] = {}
-    with pytest.raises(ContractRevertError) as info:
-        yield args
-    err = info.value
-    assert err.error_name == name, str(err)
-    for key, value in expected.items():
-        assert err.error_args[key] == value, f"{key}: {err}"
-    args.update(err.error_args)
-
-
-def gas(receipt: TxReceipt) -> int:
-    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-
-
-def fee_of(px: System, amount: int) -> int:
-    return amount * px.params.fee_bps // BPS
-
-
-def to_pool(px: System, amount: int) -> int:
-    """What reaches the pot of ``amount`` paid into the pool (the rest is the treasury's)."""
-    return amount - amount * px.params.treasury_bps // BPS
 
 
 def next_epoch(px: System) -> int:
@@ -164,7 +134,7 @@ def test_claim_splits_pot_by_work_rounding_down(px: System) -> None:
     for provider in (small, large):
         before = px.chain.balance(provider.address)
         receipt = rewards.claim(provider)
-        claimed[provider.address] = px.chain.balance(provider.address) - before + gas(receipt)
+        claimed[provider.address] = px.chain.balance(provider.address) - before + gas_cost(receipt)
         [event] = rewards.events(receipt, "RewardsClaimed")
         assert event.args == {"provider": provider.address, "amount": expected[provider.address]}
 
@@ -203,7 +173,7 @@ def test_claim_pays_credited_rewards_carried_across_epochs(px: System) -> None:
     assert rewards.claimable(provider.address) == first_pot + second_pot
     before = px.chain.balance(provider.address)
     receipt = rewards.claim(provider)
-    assert px.chain.balance(provider.address) == before + first_pot + second_pot - gas(receipt)
+    assert px.chain.balance(provider.address) == before + first_pot + second_pot - gas_cost(receipt)
     assert rewards.claimable(provider.address) == 0
     px.assert_conserved()
 

@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import pytest
+from _support import ETH, block_time, fee_of, gas_cost, reverts, to_pool
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
-from web3.types import TxReceipt
 
 from proxima.sdk.eip712 import Domain, LocalSigner, SignedMessage, Voucher
-from proxima.sdk.errors import ContractRevertError
 
 if TYPE_CHECKING:
     from conftest import System
 
-ETH = 10**18
-BPS = 10_000
 UINT64_MAX = 2**64 - 1
 UINT256_MAX = 2**256 - 1
-
-
-@contextmanager
-def reverts(name: str, **expected: Any) -> Iterator[dict[str, Any]]:
-    """Expect a decoded custom error ``name`` whose arguments include ``expected``; yields all its args."""
-    args: dict[str, Any] = {}
-    with pytest.raises(ContractRevertError) as info:
-        yield args
-    err = info.value
-    assert err.error_name == name, str(err)
-    for key, value in expected.items():
-        assert err.error_args[key] == value, f"{key}: {err}"
-    args.update(err.error_args)
-
-
-def gas(receipt: TxReceipt) -> int:
-    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-
-
-def block_time(px: System, receipt: TxReceipt) -> int:
-    return int(px.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
-
-
-def fee_of(px: System, amount: int) -> int:
-    return amount * px.params.fee_bps // BPS
-
-
-def to_pool(px: System, amount: int) -> int:
-    return amount - amount * px.params.treasury_bps // BPS
 
 
 def voucher(
@@ -96,7 +61,7 @@ def test_deposit_adds_to_balance_and_total(px: System) -> None:
     first = px.c.vouchers.deposit(client, 2 * ETH)
     second = px.c.vouchers.deposit(client, 3 * ETH + 1)
 
-    assert px.chain.balance(client.address) == before - 5 * ETH - 1 - gas(first) - gas(second)
+    assert px.chain.balance(client.address) == before - 5 * ETH - 1 - gas_cost(first) - gas_cost(second)
     assert px.c.vouchers.deposit_of(client.address).balance == 5 * ETH + 1
     assert px.c.vouchers.total_deposits() == 5 * ETH + 1
     assert px.chain.balance(px.c.vouchers.address) == 5 * ETH + 1
@@ -211,7 +176,7 @@ def test_withdraw_pays_pending_amount_after_delay(px: System) -> None:
 
     receipt = px.c.vouchers.withdraw(client)
 
-    assert px.chain.balance(client.address) == before + 2 * ETH - gas(receipt)
+    assert px.chain.balance(client.address) == before + 2 * ETH - gas_cost(receipt)
     deposit = px.c.vouchers.deposit_of(client.address)
     assert (deposit.balance, deposit.pending_withdrawal, deposit.withdrawable_at) == (ETH, 0, 0)
     assert px.c.vouchers.total_deposits() == ETH
@@ -242,7 +207,7 @@ def test_withdraw_pays_only_what_is_left_after_redemption(px: System) -> None:
 
     receipt = px.c.vouchers.withdraw(client)
 
-    assert px.chain.balance(client.address) == before + 3 * ETH - gas(receipt)
+    assert px.chain.balance(client.address) == before + 3 * ETH - gas_cost(receipt)
     [event] = px.c.vouchers.events(receipt, "Withdrawn")
     assert (event.args["amount"], event.args["balance"]) == (3 * ETH, 0)
     assert px.c.vouchers.deposit_of(client.address).balance == 0
