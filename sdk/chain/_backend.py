@@ -187,7 +187,6 @@ class Chain(ABC):
     def mine(self) -> None:
         """Mine one (empty) block."""
 
-    @abstractmethod
     def advance_time(self, seconds: int) -> int:
         """Mine one block whose timestamp is exactly ``now() + seconds``.
 
@@ -196,7 +195,19 @@ class Chain(ABC):
 
         Returns:
             The new block's timestamp.
+
+        Raises:
+            ValueError: If ``seconds`` is less than 1.
         """
+        if seconds < 1:
+            raise ValueError(f"advance_time needs seconds >= 1, got {seconds}; use mine()")
+        target = self.now() + seconds
+        self._mine_at(target)
+        return target
+
+    @abstractmethod
+    def _mine_at(self, timestamp: int) -> None:
+        """Mine one block with exactly this timestamp (later than the latest block's)."""
 
     @abstractmethod
     def snapshot(self) -> SnapshotId:

@@ -72,27 +72,12 @@ class InProcessChain(Chain):
         """Mine one empty block."""
         self.tester.mine_blocks(1)
 
-    def advance_time(self, seconds: int) -> int:
-        """Mine one block whose timestamp is exactly ``now() + seconds``.
-
-        Args:
-            seconds: How far to move the clock; must be at least 1.
-
-        Returns:
-            The new block's timestamp.
-
-        Raises:
-            ValueError: If ``seconds`` is less than 1.
-        """
-        if seconds < 1:
-            raise ValueError(f"advance_time needs seconds >= 1, got {seconds}; use mine()")
-        target = self.now() + seconds
+    def _mine_at(self, timestamp: int) -> None:
         # EthereumTester.time_travel mines at ``to_timestamp - 1`` and skips mining when
         # the pending block already has that timestamp; set the header directly instead.
         backend = self.tester.backend
-        backend.chain.header = backend.chain.header.copy(timestamp=target)
+        backend.chain.header = backend.chain.header.copy(timestamp=timestamp)
         self.tester.mine_blocks(1)
-        return target
 
     def snapshot(self) -> SnapshotId:
         """Record the chain state (the latest block); see :meth:`Chain.snapshot`."""

@@ -75,24 +75,9 @@ class RpcChain(Chain):
         """Mine one empty block (``evm_mine``)."""
         self._rpc("evm_mine")
 
-    def advance_time(self, seconds: int) -> int:
-        """Mine one block whose timestamp is exactly ``now() + seconds``.
-
-        Args:
-            seconds: How far to move the clock; must be at least 1.
-
-        Returns:
-            The new block's timestamp.
-
-        Raises:
-            ValueError: If ``seconds`` is less than 1.
-        """
-        if seconds < 1:
-            raise ValueError(f"advance_time needs seconds >= 1, got {seconds}; use mine()")
-        target = self.now() + seconds
-        self._rpc("evm_setNextBlockTimestamp", target)
+    def _mine_at(self, timestamp: int) -> None:
+        self._rpc("evm_setNextBlockTimestamp", timestamp)
         self._rpc("evm_mine")
-        return target
 
     def snapshot(self) -> SnapshotId:
         """Record the chain state (``evm_snapshot``); see :meth:`Chain.snapshot`."""
