@@ -111,6 +111,33 @@ def _run_matmul_job(seed: int) -> bytes:
     return keccak((a @ b).tobytes())
 
 
+def _open_escrow_job(
+    chain: Chain,
+    c: ProximaContracts,
+    client: LocalAccount,
+    provider: LocalAccount,
+    *,
+    price: int,
+    seed: int,
+    duration: int,
+) -> JobTerms:
+    """The provider quotes a matmul job (signs its terms) and the client opens it with the price."""
+    now = chain.now()
+    terms = JobTerms(
+        job_id=secrets.token_bytes(32),
+        client=client.address,
+        provider=provider.address,
+        price=price,
+        slash_amount=ETH,
+        spec_hash=keccak(text=f"matmul:{MATRIX_SIZE}:seed={seed}"),
+        accept_by=now + 600,
+        delivery_deadline=now + duration,
+        challenge_window=600,
+    )
+    c.escrow.open_job(client, terms.sign(LocalSigner(provider), c.escrow.domain))
+    return terms
+
+
 def _short(address: str) -> str:
     return f"{address[:6]}…{address[-4:]}"
 
@@ -174,19 +201,7 @@ def run_demo(chain: Chain, console: Console) -> Ledger:
 
     with run.step("One job through escrow: quote, open, compute, commit, confirm"):
         client, provider = clients[0], providers[0]
-        now = chain.now()
-        terms = JobTerms(
-            job_id=secrets.token_bytes(32),
-            client=client.address,
-            provider=provider.address,
-            price=20 * 10**15,
-            slash_amount=ETH,
-            spec_hash=keccak(text=f"matmul:{MATRIX_SIZE}:seed=1"),
-            accept_by=now + 600,
-            delivery_deadline=now + 3_600,
-            challenge_window=600,
-        )
-        c.escrow.open_job(client, terms.sign(LocalSigner(provider), c.escrow.domain))
+        terms = _open_escrow_job(chain, c, client, provider, price=20 * 10**15, seed=1, duration=3_600)
         c.escrow.commit_result(provider, terms.job_id, _run_matmul_job(1))
         paid = _balance_change(chain, provider, lambda: c.escrow.confirm_result(client, terms.job_id))
         job = c.escrow.job_of(terms.job_id)
@@ -222,20 +237,8 @@ def run_demo(chain: Chain, console: Console) -> Ledger:
 
     with run.step("A provider accepts a job and misses its deadline: refund and slash"):
         client, provider = clients[0], providers[2]
-        now = chain.now()
-        terms = JobTerms(
-            job_id=secrets.token_bytes(32),
-            client=client.address,
-            provider=provider.address,
-            price=30 * 10**15,
-            slash_amount=ETH,
-            spec_hash=keccak(text=f"matmul:{MATRIX_SIZE}:seed=2"),
-            accept_by=now + 600,
-            delivery_deadline=now + 900,
-            challenge_window=600,
-        )
-        c.escrow.open_job(client, terms.sign(LocalSigner(provider), c.escrow.domain))
-        chain.advance_time(901)
+        terms = _open_escrow_job(chain, c, client, provider, price=30 * 10**15, seed=2, duration=900)
+        chain.advance_time(terms.delivery_deadline - chain.now() + 1)
         refunded = _balance_change(chain, client, lambda: c.escrow.claim_timeout(client, terms.job_id))
         record = c.registry.account_of(provider.address)
         run.expect(
