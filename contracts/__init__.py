@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,9 @@ def available_artifacts(artifacts_dir: Path = ARTIFACTS_DIR) -> list[str]:
     return sorted(p.stem for p in artifacts_dir.glob("*.json"))
 
 
+@cache
 def load_artifact(name: str, artifacts_dir: Path = ARTIFACTS_DIR) -> Artifact:
-    """Load the compiled artifact of one contract.
+    """Load the compiled artifact of one contract (read once per process; artifacts do not change).
 
     Args:
         name: Contract name, for example ``"ProviderRegistry"``.

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from proxima.sdk.bindings import JobStatus, ProximaContracts
 from proxima.sdk.chain import AnvilProcess, Chain, InProcessChain
-from proxima.sdk.deploy import DeployParameters, deploy_all
+from proxima.sdk.deploy import deploy_all
 from proxima.sdk.eip712 import Attestation, JobTerms, LocalSigner, Voucher
 from proxima.sdk.ledger import Ledger, read_ledger
 from proxima.sdk.logs import configure_logging
@@ -355,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 chain = stack.enter_context(InProcessChain())
                 console.print("[bold cyan][0/7][/] local chain: py-evm in process")
-            DeployParameters()  # validate the embedded defaults before anything else
             run_demo(chain, console)
     except DemoFailedError as err:
         console.print(f"[bold red]demo failed:[/] {err}")

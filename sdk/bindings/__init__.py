@@ -22,6 +22,7 @@ from proxima.sdk.bindings.registry import ProviderRegistry, RegistryAccount, Rol
 from proxima.sdk.bindings.rewards import EpochTotals, ProviderRewards, RewardPool
 from proxima.sdk.bindings.vouchers import ClientDeposit, PaymentVouchers, RedeemedTotals
 from proxima.sdk.chain import Chain, Deployment
+from proxima.sdk.errors import DeploymentError
 from proxima.sdk.types import Address
 
 __all__ = [
@@ -68,8 +69,6 @@ class ProximaContracts:
     def from_deployment(cls, chain: Chain, deployment: Deployment) -> ProximaContracts:
         """Bind every contract of ``deployment``; the chain ids must match."""
         if deployment.chain_id != chain.chain_id:
-            from proxima.sdk.errors import DeploymentError
-
             raise DeploymentError(
                 f"the deployment is for chain {deployment.chain_id} but the chain is {chain.chain_id}"
             )
