@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare the development environment; safe to run again and again (quiet when nothing to do).
 #   - checks python3 >= 3.11, node and npm
-#   - creates .venv and runs `pip install -e '.[dev]'` when pyproject.toml changed
+#   - creates .venv and, when pyproject.toml changed, installs torch==2.13.0 (the CPU build; a bare "torch"
+#     requirement would pull CUDA packages) and then runs `pip install -e '.[dev,embed]'`
 #   - runs `npm ci --ignore-scripts` in contracts/ when package-lock.json changed
 # Execute it (scripts/bootstrap.sh) or source it from another bash script; works from any cwd.
 # PYTHON=/path/to/python3.x overrides the interpreter used to create .venv.
@@ -37,9 +38,11 @@ _proxima_bootstrap() {
     stamp="$root/.venv/.proxima-pyproject.sha256"
     want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)" || return 1
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "bootstrap: installing the proxima package and dev tools into .venv" >&2
-        (cd "$root" && .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]') || {
-            echo "bootstrap: pip install failed (see above)" >&2
+        echo "bootstrap: installing the proxima package, the embed workload and dev tools into .venv" >&2
+        (cd "$root" && .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 &&
+            .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,embed]') || {
+            echo "bootstrap: pip install failed (see above); py-libp2p builds fastecdsa, which needs gcc" \
+                "and libgmp-dev (apt-get install gcc libgmp-dev)" >&2
             return 1
         }
         echo "$want" >"$stamp"

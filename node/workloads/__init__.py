@@ -1,0 +1,1 @@
+"""Workloads a node serves: each one a plugin found through the ``proxima.workloads`` entry points."""
