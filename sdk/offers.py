@@ -5,11 +5,10 @@ starts, when its capacity or prices change, and as a heartbeat. The offer is sig
 (EIP-191 ``personal_sign`` over the keccak hash of the offer's canonical JSON), the same key as its libp2p
 identity, so a receiver ties the offer to the gossip message's authenticated sender.
 
-Wire form: the canonical JSON (sorted keys, no whitespace, ASCII) of
-``{"offer": {...}, "signature": "0x.."}``.
-Every number in an offer is an integer (coordinates in microseconds, errors in parts per million), so the
-canonical bytes are the same in every language, and receivers accept only the canonical encoding: one offer
-has exactly one valid byte string.
+Wire form: the canonical JSON (:func:`proxima.sdk.workloads.canonical_json`: sorted keys, no whitespace) of
+``{"offer": {...}, "signature": "0x.."}``. Every string in an offer is printable ASCII and every number an
+integer (coordinates in microseconds, errors in parts per million), so the canonical bytes are the same in
+every language; receivers accept only the canonical encoding, so one offer has exactly one valid byte string.
 
 Receivers run :class:`OfferValidator` as the topic validator, so that unsigned, expired, replayed, oversized
 or unstaked offers are dropped before any subscriber sees or relays them, and keep the survivors in an
@@ -18,14 +17,13 @@ or unstaked offers are dropped before any subscriber sees or relays them, and ke
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from eth_account import Account
 from eth_utils.address import is_checksum_address, to_checksum_address
@@ -49,6 +47,7 @@ from proxima.sdk.p2p import OFFER_TOPIC, InvalidMultiaddrError, P2PError, Peer, 
 from proxima.sdk.peerid import InvalidPeerIdError, address_of_peer_id, peer_id_to_base58
 from proxima.sdk.types import Address
 from proxima.sdk.vivaldi import MAX_COMPONENT, MAX_ERROR, MIN_ERROR, VivaldiCoordinate
+from proxima.sdk.workloads import canonical_json
 
 __all__ = [
     "MAX_OFFER_BYTES",
@@ -357,19 +356,13 @@ class Offer(_Strict):
         return self.coordinates.to_vivaldi()
 
 
-def _canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode()
-
-
 def offer_digest(offer: Offer) -> bytes:
     """The 32-byte hash the provider signs: EIP-191 ``personal_sign`` of ``keccak(canonical JSON of offer)``.
 
     A wallet that signs the 32 bytes ``keccak(canonical JSON)`` as a personal message produces the same
     signature.
     """
-    return keccak(_EIP191_PREFIX + keccak(_canonical_json(offer.model_dump(mode="json"))))
+    return keccak(_EIP191_PREFIX + keccak(canonical_json(offer.model_dump(mode="json"))))
 
 
 class SignedOffer(_Strict):
@@ -380,7 +373,7 @@ class SignedOffer(_Strict):
 
     def to_wire(self) -> bytes:
         """The canonical JSON bytes that are published."""
-        return _canonical_json(self.model_dump(mode="json"))
+        return canonical_json(self.model_dump(mode="json"))
 
     @classmethod
     def from_wire(cls, data: bytes, max_bytes: int = MAX_OFFER_BYTES) -> SignedOffer:
