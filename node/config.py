@@ -256,7 +256,7 @@ class LimitsConfig(_Section):
     """
 
     max_request_bytes: int = Field(default=16 * 2**20, ge=1_024, le=2**31)
-    max_matmul_dim: int = Field(default=2_048, ge=1, le=65_536)
+    max_matmul_dim: int = Field(default=4_096, ge=1, le=4_096)
     job_timeout_seconds: Seconds = 120.0
 
 

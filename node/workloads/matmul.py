@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,14 @@ from pydantic import BaseModel
 
 from proxima.node.workloads.base import (
     Device,
+    InvalidInputError,
     Workload,
     WorkloadCost,
     WorkloadExecutionError,
     WorkloadUnavailableError,
 )
 from proxima.sdk.workloads import (
+    MATMUL_MAX_DIM,
     MatmulInput,
     MatmulOutput,
     Tensor,
@@ -55,16 +58,43 @@ class MatmulWorkload(Workload):
 
     Args:
         device: ``"cpu"`` (numpy, float32/float64) or ``"cuda"`` (torch; needs a CUDA build and a GPU).
+        max_dim: Largest matrix dimension this node serves (at most the protocol's ``MATMUL_MAX_DIM``).
     """
 
     name = "matmul"
     input_model = MatmulInput
     output_model = MatmulOutput
 
-    def __init__(self, device: Device = "cpu") -> None:
+    def __init__(self, device: Device = "cpu", *, max_dim: int = MATMUL_MAX_DIM) -> None:
         super().__init__(device)
         self._ready = False
         self._lock = threading.Lock()
+        self.max_dim = MATMUL_MAX_DIM
+        self.limit_dimensions(max_dim)
+
+    def limit_dimensions(self, max_dim: int) -> None:
+        """Serve only products whose dimensions are all at most ``max_dim`` (the node's config).
+
+        Raises:
+            ValueError: If ``max_dim`` is not in ``1..MATMUL_MAX_DIM``.
+        """
+        if isinstance(max_dim, bool) or not isinstance(max_dim, int) or not 1 <= max_dim <= MATMUL_MAX_DIM:
+            raise ValueError(f"max_dim must be an integer in 1..{MATMUL_MAX_DIM}, got {max_dim!r}")
+        self.max_dim = max_dim
+
+    def parse(self, payload: Mapping[str, Any]) -> BaseModel:
+        """Validate the input and the node's own dimension limit.
+
+        Raises:
+            InvalidInputError: Naming the invalid field, or the dimension above ``max_dim``.
+        """
+        inp = self._expect(super().parse(payload), MatmulInput)
+        for name, value in zip(("m", "k", "n"), inp.dims, strict=True):
+            if value > self.max_dim:
+                raise InvalidInputError(
+                    self.name, f"{name}: {value} exceeds this node's largest dimension {self.max_dim}"
+                )
+        return inp
 
     def estimate(self, inp: BaseModel) -> WorkloadCost:
         """Units from ``billing_units``; ``2*m*k*n`` flops; operand bytes in, result bytes out."""

@@ -491,3 +491,12 @@ def test_matmulOutput_fromTheExecutorRoundTripsThroughJson() -> None:
     out = workload.execute(workload.parse({"seed": 1, "m": 3, "k": 3, "n": 3, "dtype": "float32"}))
     again = MatmulOutput.model_validate_json(out.model_dump_json())
     assert result_hash("matmul", again) == workload.result_hash(out)
+
+
+def test_matmul_refuses_dimensions_above_the_nodes_limit() -> None:
+    workload = MatmulWorkload("cpu", max_dim=64)
+    assert workload.parse({"seed": 1, "m": 64, "k": 64, "n": 64, "dtype": "float32"})
+    with pytest.raises(InvalidInputError, match="k: 65 exceeds this node's largest dimension 64"):
+        workload.parse({"seed": 1, "m": 64, "k": 65, "n": 64, "dtype": "float32"})
+    with pytest.raises(ValueError, match="max_dim"):
+        workload.limit_dimensions(4097)
