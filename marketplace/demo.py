@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from rich.console import Console
 from rich.table import Table
 
+from proxima.node.benchmark import run_benchmark
+from proxima.node.workloads.matmul import MatmulWorkload
 from proxima.sdk.bindings import JobStatus, ProximaContracts
 from proxima.sdk.chain import AnvilProcess, Chain, InProcessChain
 from proxima.sdk.deploy import deploy_all
@@ -33,6 +34,7 @@ from proxima.sdk.eip712 import Attestation, JobTerms, LocalSigner, Voucher
 from proxima.sdk.ledger import Ledger, read_ledger
 from proxima.sdk.logs import configure_logging
 from proxima.sdk.peerid import peer_id_from_key, peer_id_to_base58
+from proxima.sdk.workloads import MatmulInput, spec_hash
 
 __all__ = ["DemoFailedError", "main", "run_demo"]
 
@@ -43,7 +45,6 @@ GWEI = 10**9
 PROVIDER_STAKE = 5 * ETH
 MATRIX_SIZE = 64
 VOUCHER_JOBS = 25
-BENCHMARK_ID = keccak(text="proxima/bench/gemm-fp32-512+stream-copy-64MiB/v1")
 
 
 class DemoFailedError(Exception):
@@ -79,36 +80,14 @@ class _Run:
         self.console.print(f"      {mark} {name}: {detail}")
 
 
-def _measure_gemm_flops(n: int = 512, repeats: int = 5) -> int:
-    """Median FLOP/s of an n x n float32 matrix product on this machine."""
-    rng = np.random.default_rng(0)
-    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - started)
-    return int(2 * n**3 / float(np.median(times)))
-
-
-def _measure_bandwidth(mib: int = 64, repeats: int = 5) -> int:
-    """Median bytes/s of copying a buffer of ``mib`` MiB (read + write)."""
-    src = np.ones(mib * 2**20, dtype=np.uint8)
-    dst = np.empty_like(src)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - started)
-    return int(2 * src.nbytes / float(np.median(times)))
+def _matmul_input(seed: int) -> MatmulInput:
+    return MatmulInput(seed=seed, m=MATRIX_SIZE, k=MATRIX_SIZE, n=MATRIX_SIZE, dtype="float32")
 
 
 def _run_matmul_job(seed: int) -> bytes:
-    """Run a small matrix-product job and return the hash of its result (what a provider commits)."""
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((MATRIX_SIZE, MATRIX_SIZE)).astype(np.float32)
-    b = rng.standard_normal((MATRIX_SIZE, MATRIX_SIZE)).astype(np.float32)
-    return keccak((a @ b).tobytes())
+    """Run a matmul job with the node's workload; returns its result hash (what a provider commits)."""
+    workload = MatmulWorkload("cpu")
+    return workload.result_hash(workload.execute(_matmul_input(seed)))
 
 
 def _open_escrow_job(
@@ -129,7 +108,7 @@ def _open_escrow_job(
         provider=provider.address,
         price=price,
         slash_amount=ETH,
-        spec_hash=keccak(text=f"matmul:{MATRIX_SIZE}:seed={seed}"),
+        spec_hash=spec_hash("matmul", _matmul_input(seed)),
         accept_by=now + 600,
         delivery_deadline=now + duration,
         challenge_window=600,
@@ -174,7 +153,8 @@ def run_demo(chain: Chain, console: Console) -> Ledger:
         run.expect("providers active", all(active), f"{sum(active)}/3 staked {_eth(PROVIDER_STAKE)} ETH each")
 
     with run.step("Benchmarking this machine and submitting signed attestations (one batch)"):
-        flops, bandwidth = _measure_gemm_flops(), _measure_bandwidth()
+        bench = run_benchmark("cpu", quick=True)
+        flops, bandwidth = bench.gemm_flops, bench.mem_bandwidth
         console.print(
             f"      measured {flops / 1e9:,.1f} GFLOP/s fp32 GEMM, {bandwidth / 1e9:,.1f} GB/s copy"
         )
@@ -182,7 +162,7 @@ def run_demo(chain: Chain, console: Console) -> Ledger:
         batch = [
             Attestation(
                 provider=p.address,
-                benchmark_id=BENCHMARK_ID,
+                benchmark_id=bench.benchmark_id,
                 gemm_flops=flops,
                 mem_bandwidth=bandwidth,
                 epoch=1,
