@@ -7,6 +7,7 @@ jobs over ``/proxima/job/1.0.0``, paying with vouchers and escrow; one node is k
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import trio
 from eth_account.signers.local import LocalAccount
+from libp2p.peer.id import ID
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxima.node.service import read_status
@@ -31,19 +33,22 @@ from proxima.sdk.bindings.escrow import JobStatus
 from proxima.sdk.chain import AnvilProcess, Deployment, RpcChain, dev_accounts
 from proxima.sdk.deploy import deploy_all
 from proxima.sdk.eip712 import LocalSigner, Voucher
-from proxima.sdk.jobclient import request_quote, run_job
+from proxima.sdk.jobclient import JobRejectedError, request_quote, run_job
 from proxima.sdk.jobs import (
     Domains,
     EscrowPayment,
+    JobFailure,
     JobRequest,
     JobResult,
     QuoteRequest,
     VoucherPayment,
+    decode_response,
     sign_request,
 )
 from proxima.sdk.offers import OfferBook, OfferValidator, StakeCache
-from proxima.sdk.p2p import OFFER_TOPIC, Peer, open_peer
+from proxima.sdk.p2p import JOB_PROTOCOL, OFFER_TOPIC, Peer, open_peer
 from proxima.sdk.peerid import peer_id_from_key
+from proxima.sdk.wire import read_frame
 from proxima.sdk.workloads import (
     EmbedOutput,
     MatmulInput,
@@ -242,24 +247,32 @@ async def _wait_for_offers(book: OfferBook, providers: set[str], timeout: float 
 
 
 def _voucher_request(
-    network: Network, node: NodeProcess, workload: str, payload: dict[str, Any], paid: int, jobs: int
+    network: Network,
+    node: NodeProcess,
+    workload: str,
+    payload: dict[str, Any],
+    paid: int,
+    jobs: int,
+    *,
+    client: LocalAccount | None = None,
 ) -> JobRequest:
+    client = client or network.client
     voucher = Voucher(
-        client=network.client.address,
+        client=client.address,
         provider=node.account.address,
         cumulative_amount=paid,
         cumulative_jobs=jobs,
-    ).sign(LocalSigner(network.client), network.domains.vouchers_domain)
+    ).sign(LocalSigner(client), network.domains.vouchers_domain)
     request = JobRequest(
         job_id="0x" + os.urandom(32).hex(),
-        client=network.client.address,
+        client=client.address,
         provider=node.account.address,
         workload=workload,
         input=payload,
         payment=VoucherPayment(voucher=voucher.message, signature=voucher.signature.to_bytes()),
         issued_at=int(time.time()),
     )
-    return sign_request(request, LocalSigner(network.client))
+    return sign_request(request, LocalSigner(client))
 
 
 def _seeded(seed: int, n: int, dtype: str = "float64") -> dict[str, Any]:
@@ -415,6 +428,69 @@ def _job_state(node: NodeProcess, job_id: str) -> str | None:
     except sqlite3.Error:
         return None
     return None if row is None else str(row[0])
+
+
+def test_bad_requests_and_a_flood_get_typed_errors_and_the_node_keeps_serving(network: Network) -> None:
+    node0 = network.nodes[0]
+    stranger = dev_accounts(9)[8]  # no voucher deposit
+
+    async def raw_exchange(peer: Peer, frame: bytes) -> JobFailure | None:
+        stream = await peer.host.new_stream(ID(node0.peer_id), [JOB_PROTOCOL])
+        try:
+            await stream.write(frame)
+            answer = decode_response(await read_frame(stream, 1 << 16))
+        except Exception:  # noqa: BLE001 - a reset counts as "no typed answer"
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+        return answer if isinstance(answer, JobFailure) else None
+
+    async def body(peer: Peer, book: OfferBook) -> dict[str, list[str]]:
+        await _wait_for_offers(book, {node0.account.address})
+        codes: dict[str, list[str]] = {"malformed": [], "too_large": [], "flood": []}
+        garbage = len(b"not json").to_bytes(4, "big") + b"not json"
+        huge = (2**31).to_bytes(4, "big")
+        for label, frame in (("malformed", garbage), ("too_large", huge)):
+            failure = await raw_exchange(peer, frame)
+            codes[label].append(failure.code.value if failure else "none")
+
+        async def one(i: int) -> None:
+            failure = await raw_exchange(peer, garbage if i % 2 else huge)
+            codes["flood"].append(failure.code.value if failure else "none")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(60):
+                nursery.start_soon(one, i)
+        unpaid = _voucher_request(network, node0, "matmul", _seeded(3, 32), 10**15, 1, client=stranger)
+        with pytest.raises(JobRejectedError) as rejected:
+            await run_job(peer, node0.peer_id, unpaid, domains=network.domains)
+        codes["unpaid"] = [rejected.value.code.value]
+        unknown = _voucher_request(network, node0, "matmul", {"seed": 1, "m": 0, "k": 1, "n": 1}, 1, 1)
+        with pytest.raises(JobRejectedError) as invalid:
+            await run_job(peer, node0.peer_id, unknown, domains=network.domains)
+        codes["invalid"] = [invalid.value.code.value]
+        return codes
+
+    codes = _in_client(network, body)
+    assert codes["malformed"] == ["malformed"]
+    assert codes["too_large"] == ["too_large"]
+    assert len(codes["flood"]) == 60
+    assert set(codes["flood"]) <= {"malformed", "too_large", "busy"}
+    assert codes["unpaid"] == ["unpaid"]
+    assert codes["invalid"] == ["invalid_input"]
+
+    # ...and an honest client is still served afterwards.
+    honest_client = dev_accounts(3)[2]
+    network.contracts.vouchers.deposit(honest_client, ETH)
+
+    async def honest(peer: Peer, book: OfferBook) -> JobResult:
+        request = _voucher_request(network, node0, "matmul", _seeded(5, 64), 10**15, 1, client=honest_client)
+        return await run_job(peer, node0.peer_id, request, domains=network.domains)
+
+    result = _in_client(network, honest)
+    product = MatmulOutput.model_validate(result.output).c.to_array()
+    np.testing.assert_allclose(product, _expected_product(_seeded(5, 64)), rtol=1e-9)
 
 
 def test_ctrl_c_stops_a_node_cleanly(network: Network) -> None:
