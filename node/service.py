@@ -89,8 +89,8 @@ UNDISCLOSED_COUNTRY = "ZZ"
 EPOCH_SECONDS = 3600
 """Attestation epochs are hours of chain time."""
 
-_GAS_RESERVE_WEI = 10**16
-"""Kept aside for transactions when staking all of a balance would leave nothing for gas."""
+_GAS_RESERVE_WEI = 10**14
+"""Balance the account must keep beyond the stake, for the gas of registering (~100k gas at 1 gwei)."""
 
 
 class FundingError(NodeError):
@@ -208,7 +208,7 @@ def ensure_registered(
         return account.stake
     needed = wanted - account.stake if account.role == Role.PROVIDER else wanted
     balance = contracts.chain.balance(identity.address)
-    if balance < needed + _GAS_RESERVE_WEI // 100:
+    if balance < needed + _GAS_RESERVE_WEI:
         raise FundingError(identity.address, balance, needed)
     if account.role == Role.PROVIDER:
         log.info("topping up stake", extra={"address": identity.address, "amount_wei": needed})
