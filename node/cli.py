@@ -780,6 +780,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     configure_logging("DEBUG" if args.verbose else "INFO", as_json=args.log_json)
+    if not args.verbose:
+        # py-libp2p logs every connection-manager tick at INFO; keep its warnings and errors only.
+        logging.getLogger("libp2p").setLevel(logging.WARNING)
     # Off a terminal (pipes, logs, tests) rich would cut lines at 80 columns; tables size to their content.
     console = Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 200)
     try:

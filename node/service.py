@@ -99,7 +99,7 @@ class FundingError(NodeError):
     def __init__(self, address: str, balance: int, needed: int) -> None:
         super().__init__(
             f"account {address} holds {balance} wei but staking needs {needed} wei plus gas; send it ETH "
-            "(on a local devnet: from one of the accounts `proxima-devnet` prints) and start again"
+            "(on a local devnet: from an account `proxima-devnet` prints), then run the command again"
         )
 
 
