@@ -4,13 +4,12 @@ coordinates that peers then use."""
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec
+from collections.abc import Callable
 
 import pytest
 import trio
+from _trio_support import key, trio_test
 
 from proxima.node.advertiser import Advertiser, AdvertiserError
 from proxima.node.coordinates import CoordinateService
@@ -29,26 +28,6 @@ from proxima.sdk.offers import (
 )
 from proxima.sdk.p2p import OFFER_TOPIC, Peer, open_peer
 from proxima.sdk.vivaldi import VivaldiCoordinate
-
-P = ParamSpec("P")
-
-
-def trio_test(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
-    """Run an async test body under trio (with a deadline), so that pytest needs no async plugin."""
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        async def body() -> None:
-            with trio.fail_after(30):
-                await fn(*args, **kwargs)
-
-        trio.run(body)
-
-    return run
-
-
-def key(i: int) -> bytes:
-    return bytes([i]) * 32
 
 
 class Node:

@@ -4,37 +4,15 @@ byte (the kernel here cannot emulate delay with tc netem), so the coordinates mu
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec
 
 import pytest
 import trio
+from _trio_support import key, trio_test
 
 from proxima.node.coordinates import CoordinateService
 from proxima.sdk.p2p import Peer, open_peer
 from proxima.sdk.vivaldi import VivaldiCoordinate, predict_rtt
-
-P = ParamSpec("P")
-
-
-def trio_test(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
-    """Run an async test body under trio (with a deadline), so that pytest needs no async plugin."""
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        async def body() -> None:
-            with trio.fail_after(30):
-                await fn(*args, **kwargs)
-
-        trio.run(body)
-
-    return run
-
-
-def key(i: int) -> bytes:
-    return bytes([i]) * 32
 
 
 async def _pump(source: trio.SocketStream, sink: trio.SocketStream, delay: float) -> None:

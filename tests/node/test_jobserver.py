@@ -10,7 +10,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import trio
+from _node_support import Deployed
 from eth_account.signers.local import LocalAccount
 from libp2p.peer.id import ID
 from pydantic import BaseModel, ConfigDict
@@ -30,8 +31,7 @@ from proxima.node.store import AcceptedJob, JobState, NodeStore
 from proxima.node.workloads.base import Workload, WorkloadCost
 from proxima.node.workloads.matmul import MatmulWorkload
 from proxima.sdk.bindings import JobStatus, ProximaContracts
-from proxima.sdk.chain import InProcessChain, SnapshotId
-from proxima.sdk.deploy import deploy_all
+from proxima.sdk.chain import InProcessChain
 from proxima.sdk.eip712 import LocalSigner, Voucher
 from proxima.sdk.jobclient import (
     InvalidReceiptError,
@@ -55,7 +55,6 @@ from proxima.sdk.jobs import (
     sign_request,
 )
 from proxima.sdk.p2p import JOB_PROTOCOL, Peer, open_peer
-from proxima.sdk.peerid import peer_id_from_key
 from proxima.sdk.wire import read_frame, write_frame
 from proxima.sdk.workloads import MatmulOutput, Tensor, billing_units, canonical_json, parse_input
 
@@ -76,28 +75,19 @@ class Net:
     domains: Domains
 
 
-@pytest.fixture(scope="module")
-def _deployed() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with InProcessChain() as chain:
-        accounts = chain.accounts
-        deployment = deploy_all(chain, accounts[0])
-        c = ProximaContracts.from_deployment(chain, deployment)
-        provider = accounts[1]
-        c.registry.register(provider, peer_id_from_key(bytes(provider.key)), b"\x11" * 32, 10 * ETH)
-        for client in accounts[4:6]:
-            c.vouchers.deposit(client, DEPOSIT)
-        net = Net(chain, c, provider, accounts[4:6], accounts[7], Domains.from_deployment(deployment))
-        yield net, [chain.snapshot()]
-
-
 @pytest.fixture
-def net(_deployed: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    deployed, snapshot = _deployed
-    try:
-        yield deployed
-    finally:
-        deployed.chain.revert(snapshot[0])
-        snapshot[0] = deployed.chain.snapshot()
+def net(deployed: Deployed) -> Net:
+    accounts = deployed.chain.accounts
+    for client in accounts[4:6]:
+        deployed.c.vouchers.deposit(client, DEPOSIT)
+    return Net(
+        deployed.chain,
+        deployed.c,
+        accounts[1],
+        accounts[4:6],
+        accounts[7],
+        Domains.from_deployment(deployed.deployment),
+    )
 
 
 # --- a workload that waits for the test ------------------------------------------------------------------

@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _node_support import Deployed
 from eth_account.signers.local import LocalAccount
 
 from proxima.node.payments import PaymentChecker, PaymentError, PaymentErrorReason
 from proxima.node.store import AcceptedJob, DuplicateJobError, NodeStore
 from proxima.sdk.bindings import ProximaContracts
-from proxima.sdk.chain import InProcessChain, SnapshotId
-from proxima.sdk.deploy import deploy_all
+from proxima.sdk.chain import InProcessChain
 from proxima.sdk.eip712 import Domain, JobTerms, LocalSigner, SignedMessage, Voucher
-from proxima.sdk.peerid import peer_id_from_key
 
 ETH = 10**18
 PRICE = 10**15
@@ -75,24 +74,10 @@ class Net:
         ).sign(LocalSigner(signer or client), domain or self.c.vouchers.domain)
 
 
-@pytest.fixture(scope="module")
-def _deployed() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with InProcessChain() as chain:
-        accounts = chain.accounts
-        c = ProximaContracts.from_deployment(chain, deploy_all(chain, accounts[0]))
-        for provider in accounts[1:4]:
-            c.registry.register(provider, peer_id_from_key(bytes(provider.key)), b"\x11" * 32, 10 * ETH)
-        yield Net(chain, c, accounts[1:4], accounts[4:7], accounts[7]), [chain.snapshot()]
-
-
 @pytest.fixture
-def net(_deployed: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    deployed, snapshot = _deployed
-    try:
-        yield deployed
-    finally:
-        deployed.chain.revert(snapshot[0])
-        snapshot[0] = deployed.chain.snapshot()
+def net(deployed: Deployed) -> Net:
+    accounts = deployed.chain.accounts
+    return Net(deployed.chain, deployed.c, accounts[1:4], accounts[4:7], accounts[7])
 
 
 @pytest.fixture

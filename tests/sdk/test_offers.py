@@ -7,12 +7,13 @@ import functools
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
+from _trio_support import key, trio_test
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -50,26 +51,7 @@ from proxima.sdk.peerid import peer_id_from_key, peer_id_to_base58
 from proxima.sdk.types import Address
 from proxima.sdk.vivaldi import VivaldiCoordinate
 
-P = ParamSpec("P")
 NOW = 1_750_000_000
-
-
-def trio_test(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
-    """Run an async test body under trio (with a deadline), so that pytest needs no async plugin."""
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        async def body() -> None:
-            with trio.fail_after(30):
-                await fn(*args, **kwargs)
-
-        trio.run(body)
-
-    return run
-
-
-def key(i: int) -> bytes:
-    return bytes([i]) * 32
 
 
 def make_offer(

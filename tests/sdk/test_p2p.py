@@ -4,16 +4,16 @@ that leaves nothing open."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
+from _trio_support import key, trio_test
 
 from proxima.sdk.p2p import (
     DialError,
@@ -28,27 +28,8 @@ from proxima.sdk.p2p import (
 )
 from proxima.sdk.peerid import peer_id_from_key, peer_id_to_base58
 
-P = ParamSpec("P")
 PEER = "16Uiu2HAmEWQnHq2jLKJypwVnVoQeFCULuyop6atvq2eWjYSUjzNi"
 TOPIC = "/proxima/test/1.0.0"
-
-
-def trio_test(fn: Callable[P, Awaitable[None]]) -> Callable[P, None]:
-    """Run an async test body under trio (with a deadline), so that pytest needs no async plugin."""
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        async def body() -> None:
-            with trio.fail_after(30):
-                await fn(*args, **kwargs)
-
-        trio.run(body)
-
-    return run
-
-
-def key(i: int) -> bytes:
-    return bytes([i]) * 32
 
 
 def free_port() -> int:
