@@ -685,8 +685,8 @@ class JobServer:
 
     def _check_escrow(self, checked: _Validated) -> int:
         request = checked.request
-        self.payments.check_escrow(request.job_id, request.client, checked.spec_hash, checked.price)
-        return self.payments.contracts.escrow.job_of(request.job_id).delivery_deadline
+        job = self.payments.check_escrow(request.job_id, request.client, checked.spec_hash, checked.price)
+        return job.delivery_deadline
 
     def _admit(self) -> None:
         self._admitted += 1
