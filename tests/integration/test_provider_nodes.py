@@ -53,6 +53,7 @@ from proxima.sdk.workloads import (
     EmbedOutput,
     MatmulInput,
     MatmulOutput,
+    Tensor,
     matmul_operands,
     result_hash,
 )
@@ -402,18 +403,12 @@ def test_node_killed_mid_job_honours_the_escrow_job_after_restart(network: Netwo
 
     _start(node2)
     _wait_ready(node2)
-    expected = result_hash("matmul", MatmulOutput(c=_tensor(_expected_product(payload))))
+    expected = result_hash("matmul", MatmulOutput(c=Tensor.from_array(_expected_product(payload))))
     deadline = time.monotonic() + 60
     while c.escrow.job_of(bytes.fromhex(job_id[2:])).status != JobStatus.DELIVERED:
         assert time.monotonic() < deadline, node2.log_text()[-4000:]
         time.sleep(0.3)
     assert c.escrow.job_of(bytes.fromhex(job_id[2:])).result_hash == expected
-
-
-def _tensor(array: np.ndarray) -> Any:
-    from proxima.sdk.workloads import Tensor
-
-    return Tensor.from_array(array)
 
 
 def _job_state(node: NodeProcess, job_id: str) -> str | None:
