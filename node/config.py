@@ -182,12 +182,15 @@ class P2PConfig(_Section):
     Attributes:
         listen: Multiaddrs to listen on (``/ip4/0.0.0.0/tcp/4001`` to accept peers from anywhere).
         bootstrap: Peers to dial at start; each must end in ``/p2p/<peer id>``.
+        announce: Addresses to advertise in offers instead of the listen addresses (a public address behind
+            NAT, or a proxy in front of the node); empty: the listen addresses.
         heartbeat_seconds: How often the node republishes its offer.
         offer_ttl_seconds: How long an offer stays valid; more than a heartbeat, at most 300 s.
     """
 
     listen: list[ListenAddr] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"], min_length=1)
     bootstrap: list[PeerAddr] = Field(default_factory=list)
+    announce: list[ListenAddr] = Field(default_factory=list, max_length=8)
     heartbeat_seconds: Seconds = 10.0
     offer_ttl_seconds: float = Field(default=60.0, gt=0, le=300)
 

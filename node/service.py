@@ -356,7 +356,10 @@ class ProviderNode:
                 stake_cache, max_ttl=int(config.p2p.offer_ttl_seconds) + 30, on_reject=rejected
             )
             async with open_peer(
-                identity.private_key, config.p2p.listen, bootstrap=config.p2p.bootstrap
+                identity.private_key,
+                config.p2p.listen,
+                bootstrap=config.p2p.bootstrap,
+                announce=config.p2p.announce or None,
             ) as peer:
                 await self._serve(
                     peer,

@@ -106,6 +106,7 @@ device = "cpu"
 [p2p]
 listen = ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"]
 bootstrap = ["/ip4/10.0.0.1/tcp/4001/p2p/{PEER}", "/dns4/boot.example.org/tcp/4001/p2p/{PEER}"]
+announce = ["/ip4/203.0.113.7/tcp/4001"]
 heartbeat_seconds = 5
 offer_ttl_seconds = 30
 
@@ -142,6 +143,7 @@ port = 9464
     assert (config.location.lat, config.location.lon) == (52.52, 13.0)
     assert config.prices == {"matmul": 2 * 10**9}
     assert config.p2p.heartbeat_seconds == 5.0
+    assert config.p2p.announce == ["/ip4/203.0.113.7/tcp/4001"]
     assert config.chain.stake_wei == 12_500_000_000_000_000_000
     assert config.chain.deployment == tmp_path / "deployment.json"
     assert config.capacity.max_queue == 0
@@ -214,6 +216,8 @@ def test_missing_data_dir_is_reported(tmp_path: Path) -> None:
             "p2p.bootstrap.0: '/ip4/10.0.0.1/tcp/4001' must",
         ),
         ('[p2p]\nbootstrap = ["/ip4/10.0.0.1/tcp/4001/p2p/xyz"]', "p2p.bootstrap.0:"),
+        ('[p2p]\nannounce = ["203.0.113.7:4001"]', "p2p.announce.0: '203.0.113.7:4001' is not a multiaddr"),
+        (f'[p2p]\nannounce = ["/ip4/203.0.113.7/tcp/1/p2p/{PEER}"]', "must not contain /p2p/"),
         ("[p2p]\nheartbeat_seconds = 0", "p2p.heartbeat_seconds: Input should be greater than 0"),
         (
             '[p2p]\nheartbeat_seconds = "10"',
