@@ -102,6 +102,7 @@ _OPTION_OF_FIELD = {
     "device": "--device",
     "p2p.listen": "--listen",
     "p2p.bootstrap": "--bootstrap",
+    "p2p.announce": "--announce",
     "chain.url": "--chain-url",
     "chain.deployment": "--deployment",
     "chain.stake_wei": "--stake",
@@ -428,6 +429,8 @@ def _init_config(args: argparse.Namespace, data_dir: Path) -> NodeConfig:
         fields["p2p"]["listen"] = list(args.listen)
     if args.bootstrap:
         fields["p2p"]["bootstrap"] = list(args.bootstrap)
+    if args.announce:
+        fields["p2p"]["announce"] = list(args.announce)
     if args.stake is not None:
         fields["chain"]["stake_wei"] = args.stake
     if args.device is not None:
@@ -732,6 +735,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--listen", action="append", help="libp2p listen multiaddr (repeatable)")
     init.add_argument("--bootstrap", action="append", help="bootstrap peer multiaddr with /p2p/ (repeatable)")
+    init.add_argument(
+        "--announce", action="append", help="multiaddr to advertise instead of the listen ones (repeatable)"
+    )
     init.add_argument("--chain-url", default="http://127.0.0.1:8545", help="JSON-RPC URL")
     init.add_argument("--deployment", type=Path, help="deployment file (default .devnet/deployment.json)")
     init.add_argument("--stake", type=_eth_amount, help="stake to hold while running (ETH, or 1500wei)")

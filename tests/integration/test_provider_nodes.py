@@ -11,21 +11,17 @@ import contextlib
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import trio
+from _nodes import NodeProcess, node_cli, node_env, node_metrics, start_node, stop_node, wait_ready
 from eth_account.signers.local import LocalAccount
 from libp2p.peer.id import ID
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxima.node.service import read_status
 from proxima.sdk.bindings import ProximaContracts
@@ -47,7 +43,6 @@ from proxima.sdk.jobs import (
 )
 from proxima.sdk.offers import OfferBook, OfferValidator, StakeCache
 from proxima.sdk.p2p import JOB_PROTOCOL, OFFER_TOPIC, Peer, open_peer
-from proxima.sdk.peerid import peer_id_from_key
 from proxima.sdk.wire import read_frame
 from proxima.sdk.workloads import (
     EmbedOutput,
@@ -60,103 +55,8 @@ from proxima.sdk.workloads import (
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
-PASSPHRASE = "integration test passphrase"
 ETH = 10**18
 T = TypeVar("T")
-
-
-@dataclass
-class NodeProcess:
-    name: str
-    data_dir: Path
-    account: LocalAccount
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    addrs: tuple[str, ...] = ()
-    metrics_url: str | None = None
-    restarts: int = field(default=0)
-
-    @property
-    def peer_id(self) -> bytes:
-        return peer_id_from_key(bytes(self.account.key))
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "proxima.node.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"PROXIMA_PASSPHRASE": PASSPHRASE, "HF_HUB_OFFLINE": "1", **extra})
-    return env
-
-
-def _start(node: NodeProcess) -> None:
-    log = node.log_path.open("ab")
-    node.proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxima.node.cli",
-            "start",
-            "--data-dir",
-            str(node.data_dir),
-            "--quick-benchmark",
-        ],
-        env=_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-
-
-def _wait_ready(node: NodeProcess, timeout: float = 120.0) -> None:
-    assert node.proc is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = read_status(node.data_dir)
-        if status is not None and status.pid == node.proc.pid:
-            node.addrs = status.addrs
-            node.metrics_url = status.metrics_url
-            return
-        if node.proc.poll() is not None:
-            pytest.fail(f"{node.name} exited with {node.proc.returncode}:\n{node.log_text()[-4000:]}")
-        time.sleep(0.2)
-    pytest.fail(f"{node.name} not ready after {timeout} s:\n{node.log_text()[-4000:]}")
-
-
-def _stop(node: NodeProcess, sig: int = signal.SIGINT, timeout: float = 60.0) -> int:
-    assert node.proc is not None
-    if node.proc.poll() is None:
-        node.proc.send_signal(sig)
-    try:
-        return node.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        node.proc.kill()
-        node.proc.wait()
-        pytest.fail(f"{node.name} did not stop within {timeout} s:\n{node.log_text()[-4000:]}")
-
-
-def _metrics(node: NodeProcess) -> dict[str, float]:
-    assert node.metrics_url is not None
-    with urllib.request.urlopen(node.metrics_url, timeout=10) as response:  # noqa: S310 - loopback URL
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
 
 
 @dataclass
@@ -201,22 +101,22 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
                 ]  # fmt: skip
                 if nodes:
                     args += ["--bootstrap", nodes[0].addrs[0]]
-                done = _cli(*args, env=_env(NODE_KEY=bytes(account.key).hex()))
+                done = node_cli(*args, env=node_env(NODE_KEY=bytes(account.key).hex()))
                 assert done.returncode == 0, done.stderr
                 assert account.address in done.stdout
                 nodes.append(node)
-                _start(node)
+                start_node(node)
                 if len(nodes) == 1:
-                    _wait_ready(node)
+                    wait_ready(node)
             for node in nodes[1:]:
-                _wait_ready(node)
+                wait_ready(node)
             yield Network(
                 anvil, chain, contracts, deployment, Domains.from_deployment(deployment), nodes, accounts[1]
             )
         finally:
             for node in nodes:
                 if node.proc is not None and node.proc.poll() is None:
-                    _stop(node)
+                    stop_node(node)
 
 
 def _in_client(network: Network, body: Callable[[Peer, OfferBook], Awaitable[T]]) -> T:
@@ -305,7 +205,7 @@ def test_offers_from_every_node_reach_every_peer(network: Network) -> None:
     # Each node follows the others' offers too (gossip through node0 for node1 <-> node2).
     deadline = time.monotonic() + 30
     for node in network.nodes:
-        while _metrics(node).get("proxima_node_offers_known", 0) < len(network.nodes) - 1:
+        while node_metrics(node).get("proxima_node_offers_known", 0) < len(network.nodes) - 1:
             assert time.monotonic() < deadline, f"{node.name} does not know the other offers"
             time.sleep(0.5)
 
@@ -347,7 +247,7 @@ def test_client_runs_matmul_and_embed_jobs_with_valid_receipts(network: Network)
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
-    counted = _metrics(node1)
+    counted = node_metrics(node1)
     assert counted.get("proxima_node_jobs_total{outcome=ok,workload=matmul}", 0) >= 1
 
 
@@ -401,8 +301,8 @@ def test_node_killed_mid_job_honours_the_escrow_job_after_restart(network: Netwo
     assert node2.proc.wait(timeout=30) == -signal.SIGKILL
     assert c.escrow.job_of(bytes.fromhex(job_id[2:])).status == JobStatus.ACCEPTED
 
-    _start(node2)
-    _wait_ready(node2)
+    start_node(node2)
+    wait_ready(node2)
     expected = result_hash("matmul", MatmulOutput(c=Tensor.from_array(_expected_product(payload))))
     deadline = time.monotonic() + 60
     while c.escrow.job_of(bytes.fromhex(job_id[2:])).status != JobStatus.DELIVERED:
@@ -490,6 +390,6 @@ def test_bad_requests_and_a_flood_get_typed_errors_and_the_node_keeps_serving(ne
 
 def test_ctrl_c_stops_a_node_cleanly(network: Network) -> None:
     node1 = network.nodes[1]
-    assert _stop(node1, signal.SIGINT) == 0
+    assert stop_node(node1, signal.SIGINT) == 0
     assert read_status(node1.data_dir) is None
     assert "node stopped" in node1.log_text()

@@ -170,6 +170,7 @@ def test_init_printsAddressAndPeerIdOfOneKey_andWritesAnEncryptedKeystoreAndTheC
         "--listen", "/ip4/127.0.0.1/tcp/4555",
         "--listen", "/ip4/0.0.0.0/tcp/4556",
         "--bootstrap", bootstrap,
+        "--announce", "/ip4/203.0.113.9/tcp/4555",
         "--stake", "2.5",
         "--max-concurrency", "3",
         "--metrics-port", "9109",
@@ -199,6 +200,7 @@ def test_init_printsAddressAndPeerIdOfOneKey_andWritesAnEncryptedKeystoreAndTheC
     assert config.prices == {"matmul": 2000 * 10**9}
     assert config.p2p.listen == ["/ip4/127.0.0.1/tcp/4555", "/ip4/0.0.0.0/tcp/4556"]
     assert config.p2p.bootstrap == [bootstrap]
+    assert config.p2p.announce == ["/ip4/203.0.113.9/tcp/4555"]
     assert config.chain.url == net.anvil.url
     assert config.chain.deployment == net.deployment_path
     assert config.chain.stake_wei == 25 * ETH // 10
@@ -250,6 +252,7 @@ def test_init_onAnInitialisedFolder_refusesAndLeavesTheFilesAlone(
             1,
             "--bootstrap: '/ip4/127.0.0.1/tcp/4001' must end in /p2p/",
         ),
+        (["--announce", "/ip4/1.2.3/tcp/1"], 1, "--announce: '/ip4/1.2.3/tcp/1' is not a multiaddr"),
         (["--lat", "52.5"], 1, "--lat/--lon: give both the latitude and the longitude"),
         (["--lon", "13.4"], 1, "--lat/--lon: give both"),
         (["--lat", "95", "--lon", "0"], 1, "--lat: Input should be less than or equal to 90"),
