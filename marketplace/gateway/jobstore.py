@@ -307,6 +307,8 @@ CREATE TABLE jobs (
     charged_wei TEXT,
     error TEXT,
     cached INTEGER NOT NULL DEFAULT 0,
+    ledger TEXT CHECK (ledger IN ('reserved', 'charged', 'released')),
+    reserved_wei TEXT,
     idempotency_key TEXT,
     request_hash TEXT NOT NULL,
     UNIQUE (client, idempotency_key)
@@ -1007,6 +1009,44 @@ class JobStore:
             self._update(conn, job_id, **columns)
             self._append(conn, job_id, EventType.FAILED, error)
         self._notify(job_id)
+
+    def set_ledger(
+        self,
+        job_id: str,
+        state: Literal["reserved", "charged", "released"],
+        *,
+        reserved_wei: int | None = None,
+    ) -> None:
+        """Record where the client's spend for this job stands (so a restart finishes a charge or release,
+        and resumes with the same reservation).
+
+        Raises:
+            UnknownJobError: If there is no such job.
+        """
+        with self.transaction() as conn:
+            self._require(conn, job_id)
+            if reserved_wei is None:
+                conn.execute("UPDATE jobs SET ledger = ? WHERE id = ?", (state, job_id))
+            else:
+                conn.execute(
+                    "UPDATE jobs SET ledger = ?, reserved_wei = ? WHERE id = ?",
+                    (state, str(reserved_wei), job_id),
+                )
+
+    def ledger_of(self, job_id: str) -> tuple[str | None, int | None]:
+        """``(ledger state, reserved wei)`` of a job (``(None, None)`` before anything was reserved)."""
+        rows = self.read("SELECT ledger, reserved_wei FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            return None, None
+        return rows[0]["ledger"], _int_or_none(rows[0]["reserved_wei"])
+
+    def ledger_pending(self) -> builtins.list[tuple[str, JobStatus, int | None]]:
+        """Finished jobs whose reservation was neither charged nor released: ``(id, status, charged_wei)``."""
+        rows = self.read(
+            "SELECT id, status, charged_wei FROM jobs WHERE ledger = 'reserved' "
+            "AND status IN ('succeeded', 'failed', 'cancelled') ORDER BY updated_at"
+        )
+        return [(r["id"], JobStatus(r["status"]), _int_or_none(r["charged_wei"])) for r in rows]
 
     def cancel(self, job_id: str, *, message: str = "cancelled by the client") -> bool:
         """Cancel a job that is not finished: status ``cancelled``, a running attempt marked cancelled.
