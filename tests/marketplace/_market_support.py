@@ -47,6 +47,7 @@ from proxima.sdk.offers import (
 )
 from proxima.sdk.p2p import JOB_PROTOCOL, open_peer
 from proxima.sdk.peerid import peer_id_from_key
+from proxima.sdk.types import Address
 from proxima.sdk.vivaldi import VivaldiCoordinate
 from proxima.sdk.workloads import billing_units, parse_input
 
@@ -205,7 +206,7 @@ class Payer:
 
     def request(
         self,
-        provider: str,
+        provider: Address,
         inp: dict[str, Any],
         *,
         client: LocalAccount | None = None,
