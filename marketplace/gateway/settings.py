@@ -1,0 +1,428 @@
+"""The gateway's settings: one validated :class:`GatewaySettings`, from a TOML file and ``PROXIMA_GATEWAY_*``.
+
+Sources, highest priority first: keyword arguments (tests), environment variables, the TOML file given to
+:func:`load_settings` (``proxima-gateway serve --config FILE``), the defaults. Environment variables carry the
+prefix ``PROXIMA_GATEWAY_`` and use ``__`` between nested names: ``PROXIMA_GATEWAY_PORT=8080``,
+``PROXIMA_GATEWAY_RATE_LIMIT__BURST=20``, ``PROXIMA_GATEWAY_P2P__BOOTSTRAP='["/ip4/.../p2p/16U..."]'``.
+
+Every field is checked and unknown fields in the file are errors; a problem is reported as
+``<dotted.field>: <what is wrong>`` (with the environment variable that sets it), in one
+:class:`SettingsError`. Relative paths in the file are relative to the file's folder. Wei amounts are
+integers or strings (``"100000000000000000"``, ``"0.1 ether"``, ``"20 gwei"``), since TOML integers stop at
+2**63 - 1. No secret belongs in the file: the payer key lives in an encrypted keystore whose passphrase is
+read from the environment variable named by ``payer.passphrase_env``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import (
+    SettingsError as PydanticSettingsError,
+)
+
+from proxima.marketplace.errors import MarketConfigError
+from proxima.marketplace.matching.spec import MatchingConfig
+from proxima.sdk.chain.devnet import DEFAULT_DEPLOYMENT_PATH
+from proxima.sdk.p2p import InvalidMultiaddrError, parse_bootstrap, parse_multiaddr
+
+__all__ = [
+    "ENV_PREFIX",
+    "ChainSettings",
+    "GatewaySettings",
+    "P2PSettings",
+    "PayerSettings",
+    "RateLimitSettings",
+    "SettingsError",
+    "WeiAmount",
+    "describe_errors",
+    "load_settings",
+    "parse_wei",
+]
+
+ENV_PREFIX = "PROXIMA_GATEWAY_"
+"""Prefix of the environment variables that set gateway settings."""
+
+_WEI_UNITS = {"wei": 0, "gwei": 9, "ether": 18, "eth": 18}
+_WEI_TEXT = re.compile(r"^\s*(\d+)(?:\.(\d+))?\s*([a-z]+)?\s*$", re.IGNORECASE)
+_UINT256_MAX = 2**256 - 1
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_VALUES", default=None)
+
+
+class SettingsError(MarketConfigError):
+    """The settings are invalid; one line per problem, each naming the field.
+
+    Args:
+        problems: One line per problem, ``<dotted.field>: <what is wrong>``.
+        source: The configuration file, if one was read.
+    """
+
+    def __init__(self, problems: list[str], source: Path | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        prefix = f"{source}: " if source is not None else ""
+        super().__init__("\n".join(f"{prefix}{problem}" for problem in problems))
+
+
+def parse_wei(value: Any) -> Any:
+    """Accept an int or a decimal string with an optional unit (wei, gwei, ether); refuse floats and bools.
+
+    Args:
+        value: What the file or environment held.
+
+    Returns:
+        The amount in wei (an int), or ``value`` unchanged when it is neither a string nor a number (for
+        pydantic to refuse).
+
+    Raises:
+        ValueError: If the value is a float, a bool, or text that is not an amount.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected an amount in wei, got a boolean")
+    if isinstance(value, float):
+        raise ValueError(
+            "write wei amounts as an integer or a string such as '0.1 ether' (floats lose precision)"
+        )
+    if isinstance(value, str):
+        match = _WEI_TEXT.match(value)
+        unit = (match.group(3) or "wei").lower() if match else ""
+        if match is None or unit not in _WEI_UNITS:
+            raise ValueError(f"{value!r} is not an amount like '1000', '20 gwei' or '0.1 ether'")
+        whole, fraction, decimals = match.group(1), match.group(2) or "", _WEI_UNITS[unit]
+        if fraction[decimals:].strip("0"):
+            raise ValueError(f"{value!r} is not a whole number of wei")
+        return int(whole) * 10**decimals + int(fraction[:decimals].ljust(decimals, "0") or "0")
+    return value
+
+
+WeiAmount = Annotated[int, BeforeValidator(parse_wei), Field(ge=0, le=_UINT256_MAX)]
+"""An amount in wei (0 .. 2**256 - 1), given as an integer or a string with an optional unit."""
+
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+def _listen_addr(text: str) -> str:
+    try:
+        addr = parse_multiaddr(text)
+    except InvalidMultiaddrError as err:
+        raise ValueError(str(err)) from err
+    names = [p.name for p in addr.protocols()]
+    if names not in (["ip4", "tcp"], ["ip6", "tcp"]):
+        raise ValueError(f"{text!r}: listen addresses are /ip4/<ip>/tcp/<port> or /ip6/<ip>/tcp/<port>")
+    return text
+
+
+def _peer_addr(text: str) -> str:
+    try:
+        parse_bootstrap(text)
+    except InvalidMultiaddrError as err:
+        raise ValueError(str(err)) from err
+    return text
+
+
+ListenAddr = Annotated[str, AfterValidator(_listen_addr)]
+PeerAddr = Annotated[str, AfterValidator(_peer_addr)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ChainSettings(_Section):
+    """The chain the gateway pays on and reads provider records from.
+
+    Attributes:
+        url: JSON-RPC endpoint (``http`` or ``https``).
+        deployment: The deployment file ``proxima-devnet`` (``sdk.deploy``) writes.
+        request_timeout_seconds: Longest wait for one RPC answer.
+    """
+
+    url: str = "http://127.0.0.1:8545"
+    deployment: Path = DEFAULT_DEPLOYMENT_PATH
+    request_timeout_seconds: Seconds = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as err:
+            raise ValueError(f"{value!r} has an invalid port") from err
+        return value
+
+
+class PayerSettings(_Section):
+    """The gateway's paying account (it signs job requests and vouchers, and opens escrow jobs).
+
+    Exactly one of ``keystore`` (production) or ``dev_account_index`` (development chains only, with
+    ``dev_mode = true``: those keys are public) must be given.
+
+    Attributes:
+        keystore: An encrypted Ethereum keystore (``proxima-node init`` writes one; any V3 keystore works).
+        passphrase_env: Name of the environment variable holding the keystore's passphrase.
+        dev_account_index: Index into the public development accounts (anvil's and py-evm's funded ones).
+    """
+
+    keystore: Path | None = None
+    passphrase_env: str = "PROXIMA_GATEWAY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+    dev_account_index: int | None = Field(default=None, ge=0, le=999)
+
+    @field_validator("passphrase_env")
+    @classmethod
+    def _check_env_name(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> PayerSettings:
+        if (self.keystore is None) == (self.dev_account_index is None):
+            raise ValueError(
+                "give payer.keystore (an encrypted keystore file) or, on a development chain, "
+                "payer.dev_account_index (exactly one of them)"
+            )
+        return self
+
+
+class P2PSettings(_Section):
+    """The gateway's own libp2p host (it follows offers and dials providers).
+
+    Attributes:
+        listen: Multiaddrs to listen on.
+        bootstrap: Peers to dial at start, each ending in ``/p2p/<peer id>``.
+        ping_interval_seconds: How often offered providers are pinged to measure RTTs.
+    """
+
+    listen: list[ListenAddr] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"], min_length=1)
+    bootstrap: list[PeerAddr] = Field(default_factory=list, max_length=64)
+    ping_interval_seconds: Seconds = 10.0
+
+
+class RateLimitSettings(_Section):
+    """Requests each client may make: a token bucket refilled at ``requests_per_second`` up to ``burst``.
+
+    Attributes:
+        requests_per_second: Sustained rate per client.
+        burst: Requests a client may make at once after being idle.
+    """
+
+    requests_per_second: float = Field(default=50.0, gt=0, le=1_000_000)
+    burst: int = Field(default=100, ge=1, le=1_000_000)
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway needs besides the payer's passphrase.
+
+    Attributes:
+        host: Interface the HTTP server binds.
+        port: Its TCP port (0: any free one).
+        data_dir: Folder of the SQLite files (``accounts.sqlite``, ``jobs.sqlite``).
+        chain: Chain endpoint and deployment.
+        payer: The paying account; ``serve`` needs one (the client commands do not).
+        p2p: The libp2p host.
+        rate_limit: Per-client request rate.
+        default_budget_wei: Budget of a client added without one (``proxima-gateway add-client``).
+        max_attempts: Providers tried per job before it fails (the first one plus failovers).
+        attempt_timeout_seconds: Longest one attempt may take before the job moves to a backup.
+        wait_timeout_seconds: Longest a synchronous endpoint (``/v1/embeddings``) waits for its job.
+        chainstate_ttl_seconds: How long provider records read from the chain are reused.
+        max_request_bytes: Largest request body accepted (413 beyond).
+        matching: The matching engine's weights and shares.
+        result_cache: Serve repeated deterministic jobs from the result cache (clients can opt out per job).
+        dev_mode: Development chains: allows ``payer.dev_account_index``.
+        log_level: Logging level.
+        log_json: Log JSON lines instead of ``key=value``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    data_dir: Path = Path("~/.proxima/gateway")
+    chain: ChainSettings = Field(default_factory=ChainSettings)
+    payer: PayerSettings | None = None
+    p2p: P2PSettings = Field(default_factory=P2PSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    default_budget_wei: WeiAmount = 10**17
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    attempt_timeout_seconds: Seconds = 60.0
+    wait_timeout_seconds: Seconds = 120.0
+    chainstate_ttl_seconds: Seconds = 30.0
+    max_request_bytes: int = Field(default=64 * 2**20, ge=1_024, le=2**31)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    result_cache: bool = True
+    dev_mode: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then the file :func:`load_settings` read."""
+        file_values = _FILE_VALUES.get() or {}
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError(f"{value!r} is not an IP address or host name") from None
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _dev_key_needs_dev_mode(self) -> GatewaySettings:
+        if self.payer is not None and self.payer.dev_account_index is not None and not self.dev_mode:
+            raise ValueError(
+                "payer.dev_account_index uses a public development key: set dev_mode = true (development "
+                "chains only) or give payer.keystore"
+            )
+        return self
+
+    @property
+    def accounts_path(self) -> Path:
+        """The clients, API keys and budgets: ``data_dir/accounts.sqlite``."""
+        return self.data_dir / "accounts.sqlite"
+
+    @property
+    def jobs_path(self) -> Path:
+        """The job store: ``data_dir/jobs.sqlite``."""
+        return self.data_dir / "jobs.sqlite"
+
+
+_PATH_FIELDS = (("data_dir",), ("chain", "deployment"), ("payer", "keystore"))
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Build the settings from a TOML file (optional), the environment and ``overrides``.
+
+    Args:
+        config: A TOML file; relative paths inside it are relative to its folder.
+        overrides: Field values that win over everything else (tests, command-line options).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        SettingsError: If the file is missing, unreadable or not TOML, or a value is invalid; one line per
+            problem naming the field and the environment variable that sets it.
+    """
+    values: dict[str, Any] = {}
+    if config is not None:
+        config = Path(config)
+        try:
+            values = tomllib.loads(config.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise SettingsError(["file not found (give --config an existing TOML file)"], config) from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise SettingsError([f"cannot read it ({err})"], config) from err
+        except tomllib.TOMLDecodeError as err:
+            raise SettingsError([f"not valid TOML: {err}"], config) from err
+        values = _resolve_paths(values, config.absolute().parent)
+    token = _FILE_VALUES.set(values)
+    try:
+        return GatewaySettings(**overrides)
+    except ValidationError as err:
+        raise SettingsError(describe_errors(err), config) from err
+    except PydanticSettingsError as err:  # an environment value that is not valid JSON for a nested field
+        raise SettingsError([str(err)], config) from err
+    finally:
+        _FILE_VALUES.reset(token)
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    resolved = dict(values)
+    for path in _PATH_FIELDS:
+        section: Any = resolved
+        for part in path[:-1]:
+            inner = section.get(part) if isinstance(section, dict) else None
+            if not isinstance(inner, dict):
+                section = None
+                break
+            inner = dict(inner)
+            section[part] = inner
+            section = inner
+        if not isinstance(section, dict):
+            continue
+        value = section.get(path[-1])
+        if isinstance(value, str) and value:
+            candidate = Path(value).expanduser()
+            section[path[-1]] = str(candidate if candidate.is_absolute() else base / candidate)
+    return resolved
+
+
+def describe_errors(err: ValidationError) -> list[str]:
+    """One readable line per validation error: ``dotted.field: problem (env VAR)``."""
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = [str(part) for part in e["loc"]]
+        kind = e["type"]
+        env_hint = True
+        if kind == "extra_forbidden":
+            problem = "unknown field (typo?)"
+            env_hint = False
+        elif kind == "missing":
+            problem = "required field is missing"
+        else:
+            problem = str(e["msg"]).removeprefix("Value error, ")
+            value = e.get("input")
+            if not kind.startswith("value_error") and isinstance(value, str | int | float | bool):
+                problem += f" (got {value!r})"
+        if loc and env_hint:
+            names = [p for p in loc if not p.isdigit()]
+            env = ENV_PREFIX + "__".join(names).upper()
+            lines.append(f"{'.'.join(loc)}: {problem} (environment: {env})")
+        elif loc:
+            lines.append(f"{'.'.join(loc)}: {problem}")
+        else:
+            lines.append(problem)
+    return lines
