@@ -274,7 +274,7 @@ class DispatchSettings:
     resend_max_age_s: float = 240.0
     duty_interval_s: float = 10.0
     deposit_headroom_wei: int = 0
-    stale_voucher_retries: int = 1
+    stale_voucher_retries: int = 2
 
     def __post_init__(self) -> None:
         for name in ("max_attempts", "max_concurrent_jobs", "escrow_max_duration_s"):
@@ -1082,6 +1082,7 @@ class Dispatcher:
                     )
             if time.time() - request.issued_at > self.settings.resend_max_age_s:
                 request = sign_request(request.model_copy(update={"issued_at": _now_s()}), self.payer.signer)
+                self.store.set_attempt_request(record.id, n, request.model_dump(mode="json"))
             run.log.info("resending the interrupted attempt", extra={"attempt": n, "provider": provider})
             self.health.begin(provider, last.region)
             try:
@@ -1109,6 +1110,8 @@ class Dispatcher:
                 if failure.code != ErrorCode.EXPIRED.value:
                     raise
                 request = sign_request(request.model_copy(update={"issued_at": _now_s()}), self.payer.signer)
+                self.store.set_attempt_request(run.record.id, n, request.model_dump(mode="json"))
+                run.log.info("the node refused the old request as expired; re-signed", extra={"attempt": n})
                 if issued is not None:
                     # EXPIRED is checked before the payment: the voucher's fate is unchanged.
                     self.payer.settle_voucher(issued, VoucherOutcome.UNCERTAIN)

@@ -358,27 +358,40 @@ class Payer:
         """After a *stale voucher* refusal of ``issued`` (already settled as refused): make the next voucher
         follow what the node recorded.
 
-        First waits (up to ``timeout``) until every voucher sent to that provider before this one is
-        answered. Then, if the node's message names the count it expects, vouchers above the node's latest
-        are marked refused and those at or below it accepted; otherwise the highest uncertain voucher is
-        taken as not recorded (the other assumption).
+        If vouchers sent to that provider before this one were still unanswered, the refusal may only mean
+        that this one overtook them: wait (up to ``timeout``) for their answers and build on the result.
+        Otherwise the node's message decides: when it names the count it expects, uncertain vouchers at or
+        below the node's latest are marked accepted and those above it refused (a count above anything
+        accepted here, after a lost database, is taken as the base); when it names the amount it holds,
+        that amount becomes the base; else the highest uncertain voucher is taken as not recorded (the
+        other assumption). Accepted vouchers are never demoted: the node's acceptance is proof.
         """
         provider = issued.provider
-        deadline = asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waited = False
         while True:
             waiting = self.store.read(
                 "SELECT COUNT(*) AS n FROM vouchers WHERE provider = ? AND state = 'inflight' AND id < ?",
                 (provider, issued.row),
             )[0]["n"]
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if not waiting or remaining <= 0:
                 break
+            waited = True
             event = self._changed.setdefault(provider, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 break
+        if waited:
+            log.info(
+                "stale voucher overtook earlier ones; rebuilding on their outcome",
+                extra={"provider": provider},
+            )
+            return
         expected = _EXPECTED_COUNT.search(message)
+        holds = _ALREADY_ACCEPTED.search(message)
         now = self._clock()
         with self.store.transaction() as conn:
             if expected is not None:
@@ -390,45 +403,66 @@ class Payer:
                 )
                 conn.execute(
                     "UPDATE vouchers SET state = 'refused', updated_at = ? WHERE provider = ? "
-                    "AND state IN ('uncertain', 'accepted') AND cumulative_jobs > ?",
+                    "AND state = 'uncertain' AND cumulative_jobs > ?",
                     (now, provider, latest),
                 )
-                known = conn.execute(
-                    "SELECT 1 FROM vouchers WHERE provider = ? AND state = 'accepted' "
-                    "AND cumulative_jobs = ?",
-                    (provider, latest),
-                ).fetchone()
-                if latest > 0 and known is None:
-                    # The node counts vouchers this database never recorded as accepted (a lost database, or
-                    # one that was refused here but recorded there). Build on the largest amount ever signed
-                    # to it, or on the amount the node names: never below what the node holds.
-                    accepted = _ALREADY_ACCEPTED.search(message)
+                top = conn.execute(
+                    "SELECT MAX(cumulative_jobs) AS j FROM vouchers WHERE provider = ? "
+                    "AND state = 'accepted'",
+                    (provider,),
+                ).fetchone()["j"]
+                if latest > int(top or 0):
+                    # The node counts vouchers this database never saw accepted (a lost database). Build on
+                    # the largest amount ever signed to it; a refusal naming the node's amount corrects it.
                     amounts = conn.execute(
                         "SELECT cumulative_amount FROM vouchers WHERE provider = ?", (provider,)
                     ).fetchall()
                     signed = max((int(r["cumulative_amount"]) for r in amounts), default=0)
-                    amount = int(accepted.group(1)) if accepted is not None else signed
                     conn.execute(
                         _INSERT_VOUCHER_SQL,
-                        (provider, latest, str(amount), "0", b"", "accepted", "resync", now, now),
+                        (provider, latest, str(signed), "0", b"", "accepted", "resync", now, now),
                     )
                 log.info(
                     "vouchers resynchronised with the node's count",
                     extra={"provider": provider, "node_latest_jobs": latest},
                 )
+            elif holds is not None:
+                amount = int(holds.group(1))
+                conn.execute(
+                    _INSERT_VOUCHER_SQL,
+                    (
+                        provider,
+                        issued.cumulative_jobs - 1,
+                        str(amount),
+                        "0",
+                        b"",
+                        "accepted",
+                        "resync",
+                        now,
+                        now,
+                    ),
+                )
+                log.info(
+                    "vouchers resynchronised with the node's amount",
+                    extra={"provider": provider, "amount": amount},
+                )
             else:
-                top = conn.execute(
+                top_uncertain = conn.execute(
                     "SELECT id, cumulative_jobs FROM vouchers WHERE provider = ? AND state = 'uncertain' "
                     "ORDER BY cumulative_jobs DESC, id DESC LIMIT 1",
                     (provider,),
                 ).fetchone()
-                if top is not None:
+                if top_uncertain is not None:
                     conn.execute(
-                        "UPDATE vouchers SET state = 'refused', updated_at = ? WHERE id = ?", (now, top["id"])
+                        "UPDATE vouchers SET state = 'refused', updated_at = ? WHERE id = ?",
+                        (now, top_uncertain["id"]),
                     )
                     log.info(
                         "uncertain voucher taken as not recorded",
-                        extra={"provider": provider, "cumulative_jobs": int(top["cumulative_jobs"])},
+                        extra={
+                            "provider": provider,
+                            "cumulative_jobs": int(top_uncertain["cumulative_jobs"]),
+                        },
                     )
 
     def position(self, provider: str) -> VoucherPosition:
