@@ -394,10 +394,21 @@ class _JobLog(logging.LoggerAdapter[logging.Logger]):
 class _Failure(Exception):  # noqa: N818 - internal signal, not an error type of the API
     """One attempt failed (or the job must fail): ``code`` and ``message`` go to the record."""
 
-    def __init__(self, code: str, message: str, *, provider_fault: bool = True, final: bool = False) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        provider_fault: bool = True,
+        reliability: bool | None = None,
+        final: bool = False,
+    ) -> None:
         self.code = code
         self.message = message
         self.provider_fault = provider_fault
+        """Counts against the provider's circuit breaker."""
+        self.reliability = provider_fault if reliability is None else reliability
+        """Counts against the provider's record (the chain-state observation behind its reliability)."""
         self.final = final
         super().__init__(f"{code}: {message}")
 
@@ -745,6 +756,8 @@ class Dispatcher:
             charged_wei=0,
             cached=True,
         )
+        if self.store.ledger_of(record.id)[0] == "reserved":  # reserved when the job was accepted
+            self._charge(run, 0)
         run.log.info(
             "served from the result cache", extra={"cache_key": entry.key, "provider": entry.provider}
         )
@@ -776,7 +789,11 @@ class Dispatcher:
         spec = run.spec
         assert spec is not None
         started = time.perf_counter()
-        snapshot = self.market.snapshot()
+        try:
+            snapshot = self.market.snapshot()
+        except MarketError as err:
+            self._fail(run, "market_unavailable", f"no view of the market: {err}")
+            return None
         breakers = self._excluded(snapshot)
         exclude = breakers | run.failed
         try:
@@ -1009,6 +1026,15 @@ class Dispatcher:
 
     def _classify(self, err: JobClientError, what: str) -> _Failure:
         if isinstance(err, JobRejectedError):
+            if err.code is ErrorCode.UNPAID:
+                # A payment refusal is about the gateway's account (its deposit, or what it owes the node
+                # unredeemed), not the provider's reliability; an exposure limit still rests the provider.
+                return _Failure(
+                    err.code.value,
+                    err.message,
+                    provider_fault="insufficient_deposit" not in err.message,
+                    reliability=False,
+                )
             return _Failure(err.code.value, err.message, provider_fault=err.code not in _GATEWAY_FAULTS)
         if isinstance(err, JobTimeoutError):
             return _Failure("timeout", f"no {what} answer within {err.timeout} s")
@@ -1023,11 +1049,11 @@ class Dispatcher:
         run.last_error = (failure.code, failure.message)
         if failure.provider_fault:
             self.health.record(provider, region, False)
-            if self.observations is not None:
-                try:
-                    self.observations.record_observation(provider, False)
-                except Exception as err:  # noqa: BLE001 - the record is advisory
-                    run.log.warning("cannot record an observation", extra={"error": str(err)})
+        if failure.reliability and self.observations is not None:
+            try:
+                self.observations.record_observation(provider, False)
+            except Exception as err:  # noqa: BLE001 - the record is advisory
+                run.log.warning("cannot record an observation", extra={"error": str(err)})
         dark = region in self.health.dark_regions()
         failover = None
         if not failure.final and run.attempts < self.settings.max_attempts:
@@ -1170,11 +1196,7 @@ class Dispatcher:
         except JobStoreError:
             run.log.info("the job finished elsewhere (cancelled) before its result was stored; not charged")
             return
-        try:
-            self.spend.charge(record.id, delivered.price)
-            self.store.set_ledger(record.id, "charged")
-        except Exception as err:  # noqa: BLE001 - finished at the next start (ledger stays reserved)
-            run.log.error("cannot charge the client", extra={"error": str(err)})
+        self._charge(run, delivered.price)
         run.log.info(
             "job succeeded",
             extra={
@@ -1189,6 +1211,13 @@ class Dispatcher:
                 self.cache.put(record.input, result, delivered.provider)
             except (UnverifiedResultError, WorkloadSpecError) as err:
                 run.log.warning("result not cached", extra={"error": str(err)})
+
+    def _charge(self, run: _Run, amount: int) -> None:
+        try:
+            self.spend.charge(run.record.id, amount)
+            self.store.set_ledger(run.record.id, "charged")
+        except Exception as err:  # noqa: BLE001 - finished at the next start (the ledger stays reserved)
+            run.log.error("cannot charge the client", extra={"error": str(err), "amount": amount})
 
     def _region_of(self, record: JobRecord, n: int) -> str:
         rows = self.store.read("SELECT region FROM attempts WHERE job_id = ? AND n = ?", (record.id, n))

@@ -147,6 +147,7 @@ class IssuedVoucher:
         cumulative_amount: Wei it covers, all included.
         price_wei: What this job adds.
         payment: The payment to put in the job request.
+        attempt: The attempt it pays (``<job id>#<n>``).
     """
 
     row: int
@@ -155,6 +156,7 @@ class IssuedVoucher:
     cumulative_amount: int
     price_wei: int
     payment: VoucherPayment
+    attempt: str = ""
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,13 @@ class Payer:
             row_id = int(cursor.lastrowid or 0)
         log.debug(
             "voucher issued",
-            extra={"provider": provider, "cumulative_jobs": jobs + 1, "price": price_wei, "attempt": attempt},
+            extra={
+                "job_id": attempt.partition("#")[0],
+                "provider": provider,
+                "cumulative_jobs": jobs + 1,
+                "price": price_wei,
+                "attempt": attempt,
+            },
         )
         return IssuedVoucher(
             row=row_id,
@@ -302,13 +310,15 @@ class Payer:
             cumulative_amount=amount + price_wei,
             price_wei=price_wei,
             payment=VoucherPayment(voucher=voucher, signature=signature),
+            attempt=attempt,
         )
 
     def find_voucher(self, payment: VoucherPayment) -> IssuedVoucher | None:
         """The issued voucher a stored request carries (after a restart), or ``None``."""
         v = payment.voucher
         rows = self.store.read(
-            "SELECT id, price_wei FROM vouchers WHERE provider = ? AND cumulative_jobs = ? AND signature = ?",
+            "SELECT id, price_wei, attempt FROM vouchers WHERE provider = ? AND cumulative_jobs = ? "
+            "AND signature = ?",
             (v.provider, v.cumulative_jobs, payment.signature),
         )
         if not rows:
@@ -320,6 +330,7 @@ class Payer:
             cumulative_amount=v.cumulative_amount,
             price_wei=int(rows[0]["price_wei"]),
             payment=payment,
+            attempt=str(rows[0]["attempt"]),
         )
 
     def settle_voucher(self, issued: IssuedVoucher, outcome: VoucherOutcome) -> None:
@@ -342,6 +353,7 @@ class Payer:
         log.debug(
             "voucher settled",
             extra={
+                "job_id": issued.attempt.partition("#")[0],
                 "provider": issued.provider,
                 "cumulative_jobs": issued.cumulative_jobs,
                 "outcome": outcome.value,
@@ -367,6 +379,7 @@ class Payer:
         other assumption). Accepted vouchers are never demoted: the node's acceptance is proof.
         """
         provider = issued.provider
+        job_id = issued.attempt.partition("#")[0]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waited = False
@@ -387,7 +400,7 @@ class Payer:
         if waited:
             log.info(
                 "stale voucher overtook earlier ones; rebuilding on their outcome",
-                extra={"provider": provider},
+                extra={"job_id": job_id, "provider": provider},
             )
             return
         expected = _EXPECTED_COUNT.search(message)
@@ -424,7 +437,7 @@ class Payer:
                     )
                 log.info(
                     "vouchers resynchronised with the node's count",
-                    extra={"provider": provider, "node_latest_jobs": latest},
+                    extra={"job_id": job_id, "provider": provider, "node_latest_jobs": latest},
                 )
             elif holds is not None:
                 amount = int(holds.group(1))
@@ -444,7 +457,7 @@ class Payer:
                 )
                 log.info(
                     "vouchers resynchronised with the node's amount",
-                    extra={"provider": provider, "amount": amount},
+                    extra={"job_id": job_id, "provider": provider, "amount": amount},
                 )
             else:
                 top_uncertain = conn.execute(
@@ -460,6 +473,7 @@ class Payer:
                     log.info(
                         "uncertain voucher taken as not recorded",
                         extra={
+                            "job_id": job_id,
                             "provider": provider,
                             "cumulative_jobs": int(top_uncertain["cumulative_jobs"]),
                         },

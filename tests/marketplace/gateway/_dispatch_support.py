@@ -32,7 +32,7 @@ from proxima.marketplace.gateway.accounts import Accounts
 from proxima.marketplace.gateway.cache import ResultCache
 from proxima.marketplace.gateway.dispatch import Dispatcher, DispatchSettings
 from proxima.marketplace.gateway.health import HealthSettings, HealthTracker
-from proxima.marketplace.gateway.jobstore import JobRecord, JobStore
+from proxima.marketplace.gateway.jobstore import JobRecord, JobStore, new_job_id
 from proxima.marketplace.gateway.payer import Payer
 from proxima.marketplace.matching.engine import MatchingEngine
 from proxima.marketplace.matching.snapshot import MarketSnapshot
@@ -423,8 +423,17 @@ class Gateway:
         spec: dict[str, Any] | None = None,
         mode: str = "voucher",
         use_cache: bool = True,
+        reserve: int | None = None,
     ) -> str:
-        job = self.store.create(self.net.client.address, "matmul", inp, spec or {}, mode, use_cache=use_cache)
+        """Store and submit a job; ``reserve`` reserves its budget first, as the HTTP layer does."""
+        job_id = new_job_id()
+        if reserve is not None:
+            self.accounts.reserve(self.net.client.address, job_id, reserve)
+        job = self.store.create(
+            self.net.client.address, "matmul", inp, spec or {}, mode, use_cache=use_cache, job_id=job_id
+        )
+        if reserve is not None:
+            self.store.set_ledger(job.id, "reserved", reserved_wei=reserve)
         self.dispatcher.submit(job.id)
         return job.id
 
