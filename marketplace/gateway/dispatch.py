@@ -582,6 +582,7 @@ class Dispatcher:
         if task is not None:
             task.cancel()
         else:
+            self._cancelled.discard(job_id)
             self._release(job_id)
 
     async def wait(self, job_id: str, timeout: float) -> JobRecord:
@@ -709,16 +710,22 @@ class Dispatcher:
                 return
         queue: deque[Candidate] = deque()
         placement: Placement | None = None
+        idle_placements = 0  # placements whose candidates were all excluded by the time they were tried
         while run.attempts < self.settings.max_attempts:
             if not queue:
+                if idle_placements >= 3:
+                    self._fail(run, "providers_unavailable", "every placed provider became unavailable")
+                    return
                 placement = await self._place(run, replaced=placement is not None or bool(record.attempts))
                 if placement is None:
                     return
                 queue.extend(placement.chosen)
                 queue.extend(placement.backups)
+                idle_placements += 1
             candidate = queue.popleft()
             if self._skip(run, candidate):
                 continue
+            idle_placements = 0
             try:
                 delivered = await self._attempt(run, candidate)
             except _Failure as failure:
@@ -961,6 +968,8 @@ class Dispatcher:
             )
         except JobClientError as err:
             raise self._classify(err, "quote") from err
+        except Exception as err:
+            raise _Failure("runner_error", f"{type(err).__name__}: {err}", provider_fault=False) from err
         parsed = parse_input(record.workload, record.input)
         try:
             self.payer.check_quote(
@@ -1014,6 +1023,10 @@ class Dispatcher:
             if issued is not None:
                 self.payer.settle_voucher(issued, VoucherOutcome.UNCERTAIN)
             raise
+        except Exception as err:
+            if issued is not None:
+                self.payer.settle_voucher(issued, VoucherOutcome.UNCERTAIN)
+            raise _Failure("runner_error", f"{type(err).__name__}: {err}", provider_fault=False) from err
         started = time.perf_counter()
         try:
             await asyncio.to_thread(check_result, result, request, self.payer.domains)
