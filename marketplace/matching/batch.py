@@ -1,0 +1,758 @@
+"""Batch placement: many jobs at once onto providers with finite capacity, as an assignment problem.
+
+The objective is the one a single placement maximizes, summed over the batch: every copy of every job goes to
+a distinct provider among those that pass the job's filters, no provider gets more copies than its capacity
+(free slots, plus the configured queue allowance, minus the engine's holds), and the total utility is as high
+as the method below finds. Candidates expected to meet a job's latency target carry a bonus larger than any
+utility, so a job misses its target only when its window cannot give it a provider that meets it.
+
+Method (vectorized numpy and scipy's ``linear_sum_assignment``; no loop that places one job at a time):
+
+1. **Classes.** Jobs are grouped by :meth:`~proxima.marketplace.matching.spec.JobSpec.class_key` (everything
+   but size and price limits). Each class uses the engine's cached class view: filter masks over all offers,
+   RTTs, reference medians and price scores, computed once per snapshot. Its offers that pass the class
+   filters are sorted by unit price, so each job's price and budget limits select a prefix (``searchsorted``)
+   and prefix sums give every job its exact per-filter counts and feasible count without visiting all offers
+   per job.
+2. **Types and shortlists.** Jobs of a class with the same price prefix and latency target whose sizes (FLOP
+   and transfer bytes) fall in the same quarter-octave bucket form a *type*. A type ranks its feasible offers
+   once, with the exact utility of its median-sized job, and keeps a shortlist of twice its copies plus
+   ``batch_candidates`` plus the backups. *Approximation:* which offers a job may get comes from its type's
+   ranking (sizes in a bucket differ by at most 19%); the utilities the assignment maximizes are each job's
+   own.
+3. **Windows.** Jobs are taken in order of scarcity (fewest feasible offers first), then type, then input
+   order, in windows of ``batch_window`` jobs. A window's columns are, per type in it, the first shortlisted
+   offers that still have capacity (the type's copies in the window plus ``batch_candidates``, and newcomers
+   for jobs that explore), each expanded into as many slots as it has capacity left (at most the window's
+   copies); rows are the window's job copies; the cost is minus the job's utility (plus the target bonus).
+   ``linear_sum_assignment`` solves it exactly; copies of one job that land on the same provider are
+   forbidden there and the window is solved again. *Approximation:* each window is optimal given the windows
+   before it, not the whole batch jointly. A shortlist that runs out of offers with capacity is rebuilt
+   (longer) from all feasible offers that still have some.
+4. **Retry and errors.** A job that got fewer copies than its redundancy takes nothing and is tried once
+   more after all windows (explored jobs then without the newcomer restriction). Jobs that still cannot be
+   placed, and jobs that no offer could serve, get a
+   :class:`~proxima.marketplace.matching.engine.NoCandidateError` in their position; its ``capacity`` count
+   includes the capacity the batch itself used up.
+
+An explored job's first copy is restricted to newcomers when it has feasible ones, as in
+:meth:`~proxima.marketplace.matching.engine.MatchingEngine.place`. Backups are the best of the head of the
+job's type shortlist that were not chosen for it, ranked with the job's own utility. Exact ties are broken
+as a single placement breaks them (rank order), so a batch of one job gets the same chosen providers and
+backups as :meth:`~proxima.marketplace.matching.engine.MatchingEngine.place`. Candidates, counts and
+explanations are built when a placement is first read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
+
+from proxima.marketplace.matching import plugins as pl
+from proxima.marketplace.matching.engine import (
+    Exploration,
+    MatchingEngine,
+    NoCandidateError,
+    Placement,
+    _candidate,
+    _Details,
+    _Evaluated,
+)
+from proxima.marketplace.matching.snapshot import PRICE_SATURATED, MarketSnapshot
+from proxima.marketplace.matching.spec import JobSpec, exploration_draws
+from proxima.sdk.types import Address
+
+__all__ = ["place_batch"]
+
+_BIG: Final = 1e12
+"""Cost of an infeasible pair (finite, as the solver needs)."""
+
+_TIE: Final = 1e-12
+"""Cost per rank position among a type's candidates: exact ties resolve in rank order (as a single placement
+breaks them: expected time, price, reliability, address), not in solver order."""
+
+_NEWCOMER_MARGIN: Final = 4
+"""Newcomer candidates per window beyond one per exploring job."""
+
+_PRICE_GROUPS: Final = 4
+"""Most groups of neighbouring price limits per class and latency target."""
+
+_SIZE_GROUPS: Final = 8
+"""Most size groups per price group."""
+
+_JOBS_PER_SIZE_GROUP: Final = 128
+"""A size group per this many jobs (so small batches rank once per price group)."""
+
+_CLASS_FILTERS: Final = ("workload", "hardware", "throughput", "residency")
+_FILTER_NAMES: Final = tuple(f.name for f in pl.FILTERS)
+
+Floats = NDArray[np.float64]
+Ints = NDArray[np.int64]
+Rows = NDArray[np.intp]
+Mask = NDArray[np.bool_]
+
+
+def _cumsum(mask: Mask) -> Ints:
+    out = np.zeros(len(mask) + 1, dtype=np.int64)
+    np.cumsum(mask, out=out[1:])
+    return out
+
+
+@dataclass(slots=True)
+class _Class:
+    """One job class: its filter results and factors over the whole market."""
+
+    head_counts: tuple[int, int, int, int]  # removed by workload, hardware, throughput, residency
+    sorted_rows: Rows  # rows passing those filters, by unit price (exact) then address
+    sorted_prices: Ints
+    has_big: bool
+    rel_ok: Mask  # per sorted row
+    exc_ok: Mask
+    cum_rel_fail: Ints
+    cum_cap_fail: Ints
+    cum_exc_fail: Ints
+    cum_alive: Ints
+    cum_newcomers: Ints
+    alive_rows: Rows  # feasible rows in price order: a job's feasible rows are a prefix
+    newcomer_rows: Rows
+    medians: pl.Medians
+    rtt: Floats  # full length
+    measured: Mask
+    price_score: Floats
+    unit_price: Floats
+    alive_pos: Ints  # row -> index in alive_rows (n: not feasible)
+
+
+@dataclass(slots=True)
+class _Type:
+    """Jobs of one class with the same price prefix, target and size bucket."""
+
+    cls: int
+    prefix: int  # feasible rows: alive_rows[:prefix]
+    newcomer_prefix: int
+    has_target: bool
+    jobs: Ints
+    rep: int
+    copies: int
+    explores: bool
+    length: int = 0
+    shortlist: Rows = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    ptr: int = 0
+    complete: bool = False
+    newcomers: Rows = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    nptr: int = 0
+    ncomplete: bool = False
+
+
+class _Batch:
+    def __init__(
+        self,
+        engine: MatchingEngine,
+        specs: list[JobSpec],
+        snapshot: MarketSnapshot,
+        exclude: Collection[Address],
+    ) -> None:
+        self.engine = engine
+        self.config = config = engine.config
+        self.specs = specs
+        self.market = snapshot
+        context = engine._context(specs[0], snapshot, exclude)
+        self.held = context.held
+        self.exclude = context.exclude
+        n = self.n = len(snapshot)
+        self.start_capacity = pl.capacity(snapshot, config, self.held)
+        self.remaining = self.start_capacity.copy()
+        self.queue = pl.queue_seconds(snapshot, config, self.held, np.arange(n))
+        self.newcomer = snapshot.jobs_completed < config.newcomer_jobs
+        self.not_excluded = np.ones(n, dtype=bool)
+        self.not_excluded[self.exclude] = False
+        self.bonus = config.weight_sum + 1.0
+        self.weights = config.weights.as_dict()
+        self.classes: list[_Class] = []
+        self.types: list[_Type] = []
+        count = len(specs)
+        self.type_of = np.full(count, -1, dtype=np.int64)
+        self.type_pos = np.full(count, -1, dtype=np.int64)  # index of each job within its type's jobs
+        self.chosen = np.full((count, max(s.redundancy for s in specs)), -1, dtype=np.intp)
+        self.failed: dict[int, bool] = {}  # job -> final (capacity as left by the batch) or not
+        self.details: dict[int, tuple[Rows, _Eval, _Eval]] = {}
+
+    # --- classes and jobs ----------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        specs, config = self.specs, self.config
+        count = len(specs)
+        keys: dict[tuple[object, ...], int] = {}
+        cls = np.empty(count, dtype=np.int64)
+        flops = np.empty(count)
+        transfer_bytes = np.empty(count)
+        target = np.empty(count)
+        redundancy = np.empty(count, dtype=np.int64)
+        cap_limit = np.empty(count, dtype=np.int64)
+        all_limit = np.empty(count, dtype=np.int64)
+        cap_exact: list[int | None] = [None] * count
+        all_exact: list[int | None] = [None] * count
+        top = PRICE_SATURATED - 1
+        for j, s in enumerate(specs):
+            key = s.class_key()
+            c = keys.get(key)
+            if c is None:
+                c = keys[key] = len(self.classes)
+                self.classes.append(self._class(s))
+            cls[j] = c
+            flops[j] = s.flops
+            transfer_bytes[j] = s.input_bytes + s.output_bytes
+            target[j] = math.nan if s.latency_target_s is None else s.latency_target_s
+            redundancy[j] = s.redundancy
+            by_cap = None if s.max_price_wei is None else s.max_price_wei // s.units
+            both = s.price_limit_wei()
+            cap_exact[j], all_exact[j] = by_cap, both
+            cap_limit[j] = top if by_cap is None or by_cap > top else by_cap
+            all_limit[j] = top if both is None or both > top else both
+        self.cls = cls
+        self.flops = flops
+        self.transfer = 8.0 * transfer_bytes / config.link_bandwidth_bps
+        self.transfer_bytes = transfer_bytes
+        self.target = target
+        self.redundancy = redundancy
+        self.draw = draw = exploration_draws([s.job_id for s in specs])
+        self.explore = draw < config.exploration_share
+        price_ok = np.empty(count, dtype=np.int64)
+        prefix = np.empty(count, dtype=np.int64)
+        tau = np.empty(count)
+        feasible = np.empty(count, dtype=np.int64)
+        newcomers = np.empty(count, dtype=np.int64)
+        for c, klass in enumerate(self.classes):
+            members = np.flatnonzero(cls == c)
+            price_ok[members] = np.searchsorted(klass.sorted_prices, cap_limit[members], side="right")
+            prefix[members] = np.searchsorted(klass.sorted_prices, all_limit[members], side="right")
+            if klass.has_big:  # prices beyond int64 in this class: exact integers (absurd offers only)
+                exact = [
+                    self.market.workloads[specs[int(members[0])].workload].exact_price(int(r))
+                    for r in klass.sorted_rows
+                ]
+                for j in members.tolist():
+                    price_ok[j] = _count_at_most(exact, cap_exact[j])
+                    prefix[j] = _count_at_most(exact, all_exact[j])
+            tau[members] = pl.time_reference(klass.medians, flops[members], self.transfer[members])
+            feasible[members] = klass.cum_alive[prefix[members]]
+            newcomers[members] = klass.cum_newcomers[prefix[members]]
+        self.price_ok, self.prefix, self.tau = price_ok, prefix, tau
+        self.feasible, self.newcomers = feasible, newcomers
+
+    def _class(self, rep: JobSpec) -> _Class:
+        market, n = self.market, self.n
+        view = self.engine._class_view(rep, market)
+        head = np.ones(n, dtype=bool)
+        left = n
+        counts = []
+        for name in _CLASS_FILTERS:
+            keep = view.static[name]
+            if keep is not None:
+                head &= keep
+            now_left = int(np.count_nonzero(head))
+            counts.append(left - now_left)
+            left = now_left
+        rel = view.static["reliability"]
+        column = market.workloads.get(rep.workload)
+        rows = np.flatnonzero(head)
+        prices = column.unit_price[rows] if column is not None else np.zeros(0, dtype=np.int64)
+        has_big = column is not None and bool(column.big_prices) and bool((prices >= PRICE_SATURATED).any())
+        if has_big and column is not None:
+            exact = [column.exact_price(int(r)) for r in rows]
+            order = np.asarray(
+                sorted(range(len(rows)), key=lambda i: (exact[i], int(rows[i]))), dtype=np.intp
+            )
+        else:
+            order = np.argsort(prices, kind="stable")
+        rows, prices = rows[order], prices[order]
+        rel_ok = np.ones(len(rows), dtype=bool) if rel is None else rel[rows]
+        cap_ok = self.start_capacity[rows] > 0
+        exc_ok = self.not_excluded[rows]
+        alive = rel_ok & cap_ok & exc_ok
+        newcomer = alive & self.newcomer[rows]
+        alive_pos = np.full(n, n, dtype=np.int64)
+        alive_pos[rows[alive]] = np.arange(int(np.count_nonzero(alive)))
+        return _Class(
+            head_counts=(counts[0], counts[1], counts[2], counts[3]),
+            sorted_rows=rows,
+            sorted_prices=prices,
+            has_big=has_big,
+            rel_ok=rel_ok,
+            exc_ok=exc_ok,
+            cum_rel_fail=_cumsum(~rel_ok),
+            cum_cap_fail=_cumsum(rel_ok & ~cap_ok),
+            cum_exc_fail=_cumsum(rel_ok & cap_ok & ~exc_ok),
+            cum_alive=_cumsum(alive),
+            cum_newcomers=_cumsum(newcomer),
+            alive_rows=rows[alive],
+            newcomer_rows=rows[newcomer],
+            medians=view.medians,
+            rtt=view.rtt,
+            measured=view.measured,
+            price_score=view.price_score,
+            unit_price=view.unit_price,
+            alive_pos=alive_pos,
+        )
+
+    def filtered(self, j: int, *, final: bool) -> tuple[dict[str, int], int]:
+        """Per-filter removal counts of job ``j`` and its feasible count (``final``: capacity as the batch
+        it)."""
+        klass = self.classes[int(self.cls[j])]
+        w, h, t, r = klass.head_counts
+        n4 = len(klass.sorted_rows)
+        a, b = int(self.price_ok[j]), int(self.prefix[j])
+        if final:
+            rows = klass.sorted_rows[:b]
+            rel_ok, exc_ok = klass.rel_ok[:b], klass.exc_ok[:b]
+            cap_ok = self.remaining[rows] > 0
+            rel_f = int(np.count_nonzero(~rel_ok))
+            cap_f = int(np.count_nonzero(rel_ok & ~cap_ok))
+            exc_f = int(np.count_nonzero(rel_ok & cap_ok & ~exc_ok))
+            feasible = int(np.count_nonzero(rel_ok & cap_ok & exc_ok))
+        else:
+            rel_f, cap_f = int(klass.cum_rel_fail[b]), int(klass.cum_cap_fail[b])
+            exc_f, feasible = int(klass.cum_exc_fail[b]), int(klass.cum_alive[b])
+        values = (w, h, t, r, n4 - a, a - b, rel_f, cap_f, exc_f)
+        return dict(zip(_FILTER_NAMES, values, strict=True)), feasible
+
+    # --- types and shortlists ------------------------------------------------------------------------------
+
+    def build_types(self, jobs: Ints, *, conservative: bool = False) -> None:
+        """Group ``jobs`` into types and rank each type's shortlist.
+
+        Within a class and latency target, jobs are split into at most :data:`_PRICE_GROUPS` groups of
+        neighbouring price limits, and each of those into size groups (sorted by FLOP then transfer bytes; one
+        per :data:`_JOBS_PER_SIZE_GROUP` jobs, at most :data:`_SIZE_GROUPS`). A type ranks the offers its
+        loosest price limit allows (``conservative``: its tightest, so that every member can use every
+        candidate) for its median-sized job.
+        """
+        if len(jobs) == 0:
+            return
+        target = self.target[jobs]
+        outer = np.stack(
+            (self.cls[jobs].astype(np.float64), np.where(np.isnan(target), -1.0, target)), axis=1
+        )
+        _, outer_of = np.unique(outer, axis=0, return_inverse=True)
+        outer_of = outer_of.reshape(-1)
+        # one sort puts each (class, target) group's jobs by price limit, then size, then input order
+        order = np.lexsort((jobs, self.transfer_bytes[jobs], self.flops[jobs], self.feasible[jobs], outer_of))
+        jobs, outer_of = jobs[order], outer_of[order]
+        bounds = np.flatnonzero(np.diff(outer_of)) + 1
+        for group in np.split(jobs, bounds):
+            feasible = self.feasible[group]
+            limits = np.unique(feasible)
+            for chunk in np.array_split(limits, min(len(limits), _PRICE_GROUPS)):
+                members = group[(feasible >= chunk[0]) & (feasible <= chunk[-1])]
+                by_size = members[np.lexsort((members, self.transfer_bytes[members], self.flops[members]))]
+                count = min(_SIZE_GROUPS, max(1, len(by_size) // _JOBS_PER_SIZE_GROUP))
+                for part in np.array_split(by_size, count):
+                    self.add_type(np.sort(part), conservative=conservative)
+
+    def add_type(self, jobs: Ints, *, conservative: bool) -> None:
+        t = len(self.types)
+        self.type_of[jobs] = t
+        self.type_pos[jobs] = np.arange(len(jobs))
+        j0 = int(jobs[0])
+        by_size = jobs[np.lexsort((jobs, self.transfer_bytes[jobs], self.flops[jobs]))]
+        klass = self.classes[int(self.cls[j0])]
+        prefix = int(self.prefix[jobs].min() if conservative else self.prefix[jobs].max())
+        copies = int(self.redundancy[jobs].sum())
+        kind = _Type(
+            cls=int(self.cls[j0]),
+            prefix=int(klass.cum_alive[prefix]),
+            newcomer_prefix=int(klass.cum_newcomers[prefix]),
+            has_target=not math.isnan(self.target[j0]),
+            jobs=jobs,
+            rep=int(by_size[len(by_size) // 2]),
+            copies=copies,
+            explores=bool((self.explore[jobs] & (self.newcomers[jobs] > 0)).any()),
+            length=2 * copies + self.config.batch_candidates + self.config.backups,
+        )
+        self.types.append(kind)
+        self.rank_shortlist(kind)
+
+    def rank_shortlist(self, kind: _Type) -> None:
+        """(Re)build the type's shortlist from its feasible rows that still have capacity."""
+        klass = self.classes[kind.cls]
+        rows = klass.alive_rows[: kind.prefix]
+        rows = rows[self.remaining[rows] > 0]
+        kind.shortlist = self.ranked(kind.rep, kind.cls, rows, kind.length)
+        kind.ptr = 0
+        kind.complete = len(rows) <= kind.length
+        if kind.explores:
+            nrows = klass.newcomer_rows[: kind.newcomer_prefix]
+            nrows = nrows[self.remaining[nrows] > 0]
+            nlength = kind.copies + self.config.batch_candidates
+            kind.newcomers = self.ranked(kind.rep, kind.cls, nrows, nlength)
+            kind.nptr = 0
+            kind.ncomplete = len(nrows) <= nlength
+
+    def ranked(self, rep: int, c: int, rows: Rows, length: int) -> Rows:
+        """The best ``length`` of ``rows`` for job ``rep`` (of class ``c``), in rank order."""
+        if len(rows) == 0:
+            return rows
+        value, utility, expected = self.values(np.array([rep]), rows[None, :])
+        keyed, utility, expected = value[0], utility[0], expected[0]
+        if len(rows) > length:
+            kth = np.partition(keyed, len(rows) - length)[len(rows) - length]
+            keep = keyed >= kth  # ties with the cut stay; the sort below decides
+            rows, keyed, utility, expected = rows[keep], keyed[keep], utility[keep], expected[keep]
+        klass = self.classes[c]
+        tier = -(keyed > utility).astype(np.float64)  # -1 where the target is met (the bonus is >= 1)
+        order = np.lexsort(
+            (rows, -self.market.reliability[rows], klass.unit_price[rows], expected, -utility, tier)
+        )
+        ranked: Rows = rows[order[:length]]
+        return ranked
+
+    def live(self, kind: _Type, need: int, *, newcomers: bool = False) -> Rows:
+        """The first ``need`` shortlisted rows that still have capacity (rebuilding a longer shortlist once if
+        it ran out)."""
+        for attempt in range(2):
+            rows = kind.newcomers if newcomers else kind.shortlist
+            start = kind.nptr if newcomers else kind.ptr
+            ok = np.flatnonzero(self.remaining[rows[start:]] > 0)
+            if len(ok):  # rows before the first with capacity never get capacity back
+                start += int(ok[0])
+                ok -= ok[0]
+                if newcomers:
+                    kind.nptr = start
+                else:
+                    kind.ptr = start
+            picked: Rows = rows[start:][ok[:need]]
+            complete = kind.ncomplete if newcomers else kind.complete
+            if len(picked) >= need or complete or attempt == 1:
+                return picked
+            kind.length *= 2
+            self.rank_shortlist(kind)
+        raise AssertionError("unreachable")
+
+    # --- evaluation ----------------------------------------------------------------------------------------
+
+    def values(self, jobs: Ints, rows: Rows) -> tuple[Floats, Floats, Floats]:
+        """``(utility + target bonus, utility, expected_s)`` of jobs (shape (J,), one class) on rows (shape
+        (J, L) or (1, L)); the same arithmetic as a single placement."""
+        klass = self.classes[int(self.cls[jobs[0]])]
+        market = self.market
+        flops = self.flops[jobs][:, None]
+        throughput = market.throughput[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            compute = np.where(flops > 0, flops / throughput, 0.0)
+        expected = klass.rtt[rows] + self.transfer[jobs][:, None] + self.queue[rows] + compute
+        time_score = pl.time_score(expected, self.tau[jobs][:, None])
+        utility = pl.weigh(
+            pl.Scores(time_score, klass.price_score[rows], market.reliability[rows]), self.config.weights
+        )
+        target = self.target[jobs][:, None]
+        if np.isnan(target).all():
+            return utility, utility, expected
+        return utility + self.bonus * (expected <= target), utility, expected
+
+    def evaluate(self, jobs: Ints, rows: Rows) -> _Eval:
+        """Every factor of jobs on rows (for the placements' candidates)."""
+        klass = self.classes[int(self.cls[jobs[0]])]
+        market = self.market
+        flops = self.flops[jobs][:, None]
+        throughput = market.throughput[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            compute = np.where(flops > 0, flops / throughput, 0.0)
+        rtt = klass.rtt[rows]
+        queue = self.queue[rows]
+        transfer = self.transfer[jobs][:, None]
+        expected = rtt + transfer + queue + compute
+        time_score = pl.time_score(expected, self.tau[jobs][:, None])
+        price_score = klass.price_score[rows]
+        rel = market.reliability[rows]
+        utility = pl.weigh(pl.Scores(time_score, price_score, rel), self.config.weights)
+        target = self.target[jobs][:, None]
+        meets = None if np.isnan(target).all() else expected <= target
+        return _Eval(
+            utility,
+            meets,
+            expected,
+            klass.unit_price[rows],
+            rel,
+            rtt,
+            klass.measured[rows],
+            transfer[:, 0],
+            queue,
+            compute,
+            throughput,
+            time_score,
+            price_score,
+        )
+
+    # --- assignment ----------------------------------------------------------------------------------------
+
+    def solve(self, window: Ints) -> Ints:
+        """Assign the window's jobs; returns those that did not get all their copies."""
+        red = self.redundancy[window]
+        copy_job = np.repeat(window, red)
+        copy_first = np.ones(len(copy_job), dtype=bool)
+        copy_first[1:] = copy_job[1:] != copy_job[:-1]
+        type_w = self.type_of[window]
+        candidate = self.config.batch_candidates
+        by_class: dict[int, list[Rows]] = {}
+        for t in np.unique(type_w).tolist():
+            kind = self.types[t]
+            members = window[type_w == t]
+            need = int(self.redundancy[members].sum()) + candidate
+            parts = by_class.setdefault(kind.cls, [])
+            parts.append(self.live(kind, need))
+            explorers = int(np.count_nonzero(self.explore[members] & (self.newcomers[members] > 0)))
+            if kind.explores and explorers:
+                parts.append(self.live(kind, explorers + _NEWCOMER_MARGIN, newcomers=True))
+        blocks: list[tuple[Rows, Rows, Floats]] = []
+        copy_cls = self.cls[copy_job]
+        for c, parts in by_class.items():
+            joined = np.concatenate(parts)
+            _, first = np.unique(joined, return_index=True)
+            rows = joined[np.sort(first)]  # rank order of the types' lists, without repeats
+            if len(rows) == 0:
+                continue
+            members = window[self.cls[window] == c]
+            value = self.values(members, np.broadcast_to(rows, (len(members), len(rows))))[0]
+            # every job may take any of its class's window candidates that fits its price limits
+            fits = self.classes[c].alive_pos[rows][None, :] < self.feasible[members][:, None]
+            value = np.where(fits, value - _TIE * np.arange(len(rows)), -np.inf)
+            local = np.repeat(np.arange(len(members)), self.redundancy[members])
+            blocks.append((np.flatnonzero(copy_cls == c), rows, value[local]))
+        if not blocks:
+            return window
+        cols = np.unique(np.concatenate([rows for _, rows, _ in blocks]))
+        gain = np.full((len(copy_job), len(cols)), -np.inf)
+        for copy_rows, rows, value in blocks:
+            gain[np.ix_(copy_rows, np.searchsorted(cols, rows))] = value
+        restrict = copy_first & self.explore[copy_job] & (self.newcomers[copy_job] > 0)
+        if restrict.any():
+            gain[np.ix_(np.flatnonzero(restrict), np.flatnonzero(~self.newcomer[cols]))] = -np.inf
+        slots = np.minimum(self.remaining[cols], len(copy_job))
+        assigned = _assign(gain, np.repeat(np.arange(len(cols)), slots), copy_job)
+        # a job keeps its copies only if it got all of them
+        missing = np.bincount(
+            np.repeat(np.arange(len(window)), red), weights=assigned < 0, minlength=len(window)
+        )
+        ok_job = missing == 0
+        ok_copy = np.repeat(ok_job, red)
+        nodes = cols[assigned[ok_copy]]
+        np.subtract.at(self.remaining, nodes, 1)
+        copy_index = np.arange(len(copy_job)) - np.repeat(np.cumsum(red) - red, red)
+        self.chosen[copy_job[ok_copy], copy_index[ok_copy]] = nodes
+        failed: Ints = window[~ok_job]
+        return failed
+
+    # --- placements ----------------------------------------------------------------------------------------
+
+    def placements(self) -> list[Placement | NoCandidateError]:
+        out: list[Placement | NoCandidateError] = []
+        considered, weights, now = self.n, self.weights, self.market.now
+        deferred = Placement._deferred
+        for j, spec in enumerate(self.specs):
+            final = self.failed.get(j)
+            if final is not None:
+                counts, feasible = self.filtered(j, final=final)
+                out.append(NoCandidateError(spec, counts, feasible, spec.redundancy, considered))
+            else:
+                out.append(deferred(spec, considered, weights, now, _Builder(self, j)))
+        return out
+
+    def type_details(self, t: int) -> tuple[Rows, _Eval, _Eval]:
+        """For a type: the head of its shortlist, and the factors of its jobs on that head and on their chosen
+        rows (computed once, when a placement of the type is first read)."""
+        found = self.details.get(t)
+        if found is None:
+            kind = self.types[t]
+            most = int(self.redundancy[kind.jobs].max())
+            head = kind.shortlist[: self.config.backups + most]
+            chosen = self.chosen[kind.jobs, :most]
+            chosen = np.where(chosen >= 0, chosen, chosen[:, :1])
+            found = (
+                head,
+                self.evaluate(kind.jobs, np.broadcast_to(head, (len(kind.jobs), len(head)))),
+                self.evaluate(kind.jobs, chosen),
+            )
+            self.details[t] = found
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Eval:
+    utility: Floats
+    meets: Mask | None
+    expected: Floats
+    unit_price: Floats
+    reliability: Floats
+    rtt: Floats
+    measured: Mask
+    transfer: Floats  # per job
+    queue: Floats
+    compute: Floats
+    throughput: Floats
+    time_score: Floats
+    price_score: Floats
+
+    def row(self, k: int, weights: tuple[float, float, float]) -> _Evaluated:
+        """Job ``k``'s values in the engine's per-candidate form."""
+
+        def at(a: NDArray[Any]) -> NDArray[Any]:
+            row: NDArray[Any] = a[k] if a.shape[0] > 1 else a[0]
+            return row
+
+        return _Evaluated(
+            utility=self.utility[k],
+            expected=self.expected[k],
+            price=at(self.unit_price),
+            reliability=at(self.reliability),
+            meets=None if self.meets is None else self.meets[k],
+            rtt=at(self.rtt),
+            measured=at(self.measured),
+            transfer=float(self.transfer[k]),
+            queue=at(self.queue),
+            compute=self.compute[k],
+            throughput=at(self.throughput),
+            time_score=self.time_score[k],
+            price_score=at(self.price_score),
+            weights=weights,
+        )
+
+
+class _Builder:
+    """Builds one batch placement's details when they are first read."""
+
+    __slots__ = ("batch", "j")
+
+    def __init__(self, batch: _Batch, j: int) -> None:
+        self.batch, self.j = batch, j
+
+    def __call__(self) -> _Details:
+        batch, j = self.batch, self.j
+        spec = batch.specs[j]
+        w = batch.config.weights
+        weights = (w.time, w.price, w.reliability)
+        t = int(batch.type_of[j])
+        kind = batch.types[t]
+        k = int(batch.type_pos[j])
+        head, head_ev, chosen_ev = batch.type_details(t)
+        chosen_rows = [int(r) for r in batch.chosen[j, : spec.redundancy]]
+        explored = bool(batch.explore[j] and batch.newcomers[j] > 0)
+        explored_row = next((r for r in chosen_rows if batch.newcomer[r]), -1) if explored else -1
+        view = chosen_ev.row(k, weights)
+        keyed = view.utility if view.meets is None else view.utility + batch.bonus * view.meets
+        order = sorted(
+            range(len(chosen_rows)),
+            key=lambda i: (chosen_rows[i] != explored_row, -float(keyed[i]), chosen_rows[i]),
+        )
+        chosen = tuple(
+            _candidate(batch.market, spec, chosen_rows[i], view, i, explored=chosen_rows[i] == explored_row)
+            for i in order
+        )
+        head_view = head_ev.row(k, weights)
+        head_keyed = (
+            head_view.utility
+            if head_view.meets is None
+            else head_view.utility + batch.bonus * head_view.meets
+        )
+        taken = set(chosen_rows)
+        picks = [int(i) for i in np.argsort(-head_keyed, kind="stable") if int(head[i]) not in taken]
+        backups = tuple(
+            _candidate(batch.market, spec, int(head[i]), head_view, i, explored=False)
+            for i in picks[: batch.config.backups]
+        )
+        counts, feasible = batch.filtered(j, final=False)
+        klass = batch.classes[kind.cls]
+        references = pl.References(
+            time_s=float(batch.tau[j]), unit_price_wei=klass.medians.unit_price_wei, rows=klass.medians.rows
+        )
+        exploration = Exploration(
+            share=batch.config.exploration_share,
+            draw=float(batch.draw[j]),
+            selected=bool(batch.draw[j] < batch.config.exploration_share),
+            newcomers=int(batch.newcomers[j]),
+            applied=explored,
+        )
+        return _Details(chosen, backups, feasible, counts, references, exploration)
+
+
+def _assign(gain: Floats, slot_col: Rows, copy_job: Ints) -> Rows:
+    """Column of each copy (-1: unassigned) maximizing the total gain, copies of a job on distinct columns."""
+    result = np.full(len(copy_job), -1, dtype=np.intp)
+    if len(slot_col) == 0:
+        return result
+    ncols = gain.shape[1]
+    # Each copy's best column, if no column is wanted by more copies than it has slots and no job wants one
+    # column twice, is already the optimum (every copy gets its maximum): no solver needed.
+    best = np.argmax(gain, axis=1)
+    if np.isfinite(gain[np.arange(len(copy_job)), best]).all():
+        wanted = np.bincount(best, minlength=ncols)
+        slots = np.bincount(slot_col, minlength=ncols)
+        pairs = copy_job * (ncols + 1) + best
+        if (wanted <= slots).all() and len(np.unique(pairs)) == len(pairs):
+            result[:] = best
+            return result
+    for _ in range(1 + int(np.bincount(copy_job).max()) * 2):
+        expanded = gain[:, slot_col]
+        cost = np.where(np.isfinite(expanded), -expanded, _BIG)
+        r, c = linear_sum_assignment(cost)
+        ok = cost[r, c] < _BIG / 2
+        result[:] = -1
+        result[r[ok]] = slot_col[c[ok]]
+        assigned = np.flatnonzero(result >= 0)
+        _, first = np.unique(copy_job[assigned] * (ncols + 1) + result[assigned], return_index=True)
+        if len(first) == len(assigned):
+            return result
+        dup = np.setdiff1d(np.arange(len(assigned)), first)
+        gain[assigned[dup], result[assigned[dup]]] = -np.inf
+    result[:] = -1  # could not separate the copies: assign nothing rather than break distinctness
+    return result
+
+
+def _count_at_most(prices: list[int], limit: int | None) -> int:
+    return len(prices) if limit is None else sum(1 for p in prices if p <= limit)
+
+
+def place_batch(
+    engine: MatchingEngine,
+    specs: Sequence[JobSpec],
+    snapshot: MarketSnapshot,
+    *,
+    exclude: Collection[Address] = (),
+) -> list[Placement | NoCandidateError]:
+    """Place many jobs at once (see the module docstring); :meth:`MatchingEngine.place_batch` calls it.
+
+    Args:
+        engine: The engine (its configuration and reservations).
+        specs: The jobs.
+        snapshot: The market.
+        exclude: Providers not to use for any job.
+
+    Returns:
+        One entry per job, in order: its placement or why it could not be placed.
+    """
+    specs = list(specs)
+    if not specs:
+        return []
+    batch = _Batch(engine, specs, snapshot, exclude)
+    batch.build()
+    short = batch.feasible < batch.redundancy
+    for j in np.flatnonzero(short).tolist():
+        batch.failed[j] = False
+    placeable = np.flatnonzero(~short)
+    batch.build_types(placeable)
+    order = placeable[np.lexsort((placeable, batch.type_of[placeable], batch.feasible[placeable]))]
+    window = batch.config.batch_window
+    retry = [batch.solve(order[i : i + window]) for i in range(0, len(order), window)]
+    again = np.concatenate(retry) if retry else np.zeros(0, dtype=np.int64)
+    if len(again):
+        batch.explore[again] = False  # an explored job whose newcomers were all taken is placed normally
+        batch.build_types(again, conservative=True)
+        still = [batch.solve(again[i : i + window]) for i in range(0, len(again), window)]
+        for j in np.concatenate(still).tolist():
+            batch.failed[j] = True
+    return batch.placements()
