@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -123,6 +124,26 @@ def _validation_error(exc: RequestValidationError) -> JSONResponse:
     return _error(status, code, "; ".join(problems[:5]) or "invalid request", param)
 
 
+def _drop_null(parameter: dict[str, Any]) -> None:
+    """An optional query or header parameter is left out, never ``null``: say so in the document."""
+    schema = parameter.get("schema", {})
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        if len(kept) == 1 and len(kept) < len(branches):
+            del schema["anyOf"]
+            schema.update(kept[0])
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods.update(route.methods or ())
+    return sorted(methods)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -138,12 +159,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            return _error(400, "invalid_json", "the body is not valid JSON (UTF-8)")
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; see /docs"
         elif exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}; see /docs"
-        elif exc.status_code == 413:
-            detail = "the request body is larger than the gateway accepts (max_request_bytes)"
+            allowed = _allowed_methods(request)
+            detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+            return _error(405, "method_not_allowed", detail, headers={"Allow": ", ".join(allowed)})
         return _error(exc.status_code, _status_code(exc.status_code), detail, headers=exc.headers)
 
     async def workload_error(request: Request, exc: Exception) -> Response:
@@ -165,6 +188,59 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobStoreError, storage_error)
     app.add_exception_handler(AccountsStoreError, storage_error)
     app.add_exception_handler(Exception, internal_error)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body is read; an HTTPException so that FastAPI's body parsing passes it on."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is larger than the {max_bytes} bytes this gateway accepts")
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: a request body above ``max_bytes`` is answered 413 (JSON), read or not."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = _error(
+            413,
+            "request_too_large",
+            f"the request body is larger than the {self.max_bytes} bytes this gateway accepts",
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await too_large(scope, receive, send)
 
 
 class _RequestLog:
@@ -241,11 +317,11 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices | None = 
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
-        max_body_size=settings.max_request_bytes,
     )
     if services is not None:
         app.state.services = services
     _install_error_handlers(app)
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(_RequestLog, services=None)
     app.include_router(jobs_routes.router)
     app.include_router(offers_routes.router)
@@ -297,6 +373,7 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices | None = 
     )
     async def metrics(services: Services) -> Response:
         """The gateway's metrics in Prometheus' text format."""
+        await run_in_threadpool(services.metrics.sync_jobs, services.store)
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
     def openapi() -> dict[str, Any]:
@@ -317,6 +394,8 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices | None = 
                 for operation in operations.values():
                     if path.startswith("/v1/"):
                         operation["security"] = [{"apiKey": []}, {"signedRequest": []}]
+                    for parameter in operation.get("parameters", ()):
+                        _drop_null(parameter)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -17,12 +17,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE", "FinishedJobs", "GatewayMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """Content type of the Prometheus text format."""
@@ -50,11 +54,20 @@ _PLACEMENT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 class GatewayMetrics:
     """The gateway's counters and histograms.
 
+    The job counters (outcomes, failovers, cache hits, placement time) are derived from the job store at
+    scrape time (:meth:`sync_jobs`): the dispatcher records every transition there.
+
     Args:
         offers: Called at scrape time for the number of live offers (None: the gauge stays 0).
+        clock: Unix time; jobs that finished before this object was made are not counted.
     """
 
-    def __init__(self, offers: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, offers: Callable[[], int] | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._sync_lock = threading.Lock()
+        self._mark = clock()
+        self._at_mark: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -130,3 +143,77 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
+
+    def sync_jobs(self, store: FinishedJobs, *, limit: int = 10_000) -> int:
+        """Count the jobs that finished since the last call (outcomes, failovers, cache hits, placement time).
+
+        The job store is the record of what happened (the dispatcher writes every transition there), so the
+        counters are derived from it, each finished job once: jobs are read in ``updated_at`` order after a
+        high-water mark that starts when this object is made (counters restart with the process, as
+        Prometheus expects).
+
+        Args:
+            store: The job store.
+            limit: Most jobs read per call (the rest are read by the next call).
+
+        Returns:
+            How many finished jobs were counted.
+        """
+        with self._sync_lock:
+            rows = store.read(
+                "SELECT id, workload, status, cached, timing, updated_at FROM jobs "
+                "WHERE status IN ('succeeded', 'failed', 'cancelled') AND updated_at >= ? "
+                "ORDER BY updated_at, id LIMIT ?",
+                (self._mark, limit + len(self._at_mark)),
+            )
+            fresh = [r for r in rows if str(r["id"]) not in self._at_mark]
+            if not fresh:
+                return 0
+            ids = [str(r["id"]) for r in fresh]
+            failed: dict[str, int] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in store.read(
+                    f"SELECT job_id, count(*) AS n FROM attempts WHERE outcome = 'failed' "  # noqa: S608
+                    f"AND job_id IN ({marks}) GROUP BY job_id",
+                    chunk,
+                ):
+                    failed[str(row["job_id"])] = int(row["n"])
+            for row in fresh:
+                job_id = str(row["id"])
+                failed_attempts = failed.get(job_id, 0)
+                if row["status"] == "failed" and failed_attempts:
+                    failed_attempts -= 1  # the last failed attempt moved the job nowhere
+                self.job_finished(
+                    str(row["workload"]),
+                    str(row["status"]),
+                    failovers=failed_attempts,
+                    cached=bool(row["cached"]),
+                )
+                match_ms = _match_ms(row["timing"])
+                if match_ms is not None and not row["cached"]:
+                    self.placed(match_ms / 1000.0)
+            last = float(fresh[-1]["updated_at"])
+            if last > self._mark:
+                self._mark = last
+                self._at_mark = set()
+            self._at_mark.update(str(r["id"]) for r in fresh if float(r["updated_at"]) == last)
+            return len(fresh)
+
+
+class FinishedJobs(Protocol):
+    """What :meth:`GatewayMetrics.sync_jobs` reads: the job store's read-only queries."""
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """Rows of one query (mapping-like)."""
+
+
+def _match_ms(timing: object) -> float | None:
+    if not isinstance(timing, str):
+        return None
+    try:
+        value = json.loads(timing).get("match")
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and value >= 0 else None

@@ -23,7 +23,7 @@ from pydantic import (
 
 from proxima.marketplace.errors import MarketError
 from proxima.sdk.offers import OfferCapacity, OfferCoordinates, OfferHardware, OfferMeasurement, SignedOffer
-from proxima.sdk.workloads import EMBED_MAX_CHARS, EMBED_MAX_TEXTS, EMBED_MODEL
+from proxima.sdk.workloads import EMBED_DIM, EMBED_MAX_CHARS, EMBED_MAX_TEXTS, EMBED_MODEL
 
 __all__ = [
     "MAX_JOB_LIST",
@@ -455,7 +455,7 @@ class EmbeddingCreate(BaseModel):
             accepted.
         model: ``all-MiniLM-L6-v2``.
         encoding_format: ``float`` (lists of numbers) or ``base64`` (little-endian float32 bytes).
-        dimensions: Must be 384 when given (the model's size).
+        dimensions: 384 when given (the model's size; others are refused).
         user: An end-user id (accepted, not used).
     """
 
@@ -464,7 +464,7 @@ class EmbeddingCreate(BaseModel):
     input: _EmbedText | Annotated[list[_EmbedText], Field(min_length=1, max_length=EMBED_MAX_TEXTS)]
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(examples=[EMBED_MODEL])
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    dimensions: Annotated[int, Field(ge=EMBED_DIM, le=EMBED_DIM)] | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
 
 

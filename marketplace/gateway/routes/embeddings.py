@@ -47,7 +47,7 @@ from proxima.marketplace.gateway.schemas import (
     EmbeddingUsage,
     JobCreate,
 )
-from proxima.sdk.workloads import EMBED_DIM, EMBED_MODEL, EmbedOutput, WorkloadSpecError, parse_output
+from proxima.sdk.workloads import EMBED_MODEL, EmbedOutput, WorkloadSpecError, parse_output
 
 __all__ = ["MAX_TOKENS_PER_TEXT", "count_tokens", "router"]
 
@@ -75,7 +75,10 @@ def _load_tokenizer() -> Any:
                 from pathlib import Path
 
                 path = Path(str(weights.__file__)).parent / "model" / "tokenizer.json"
-                _tokenizer = tokenizers.Tokenizer.from_file(str(path))
+                tokenizer = tokenizers.Tokenizer.from_file(str(path))
+                tokenizer.no_padding()  # the file pads every text to 128 word pieces
+                tokenizer.no_truncation()  # counted here, capped at what the model reads
+                _tokenizer = tokenizer
             except (ImportError, OSError, Exception) as err:  # noqa: BLE001 - any failure: fall back
                 log.info("embedding tokenizer unavailable; usage is estimated", extra={"reason": str(err)})
                 _tokenizer = None
@@ -123,13 +126,6 @@ async def create_embeddings(
             f"the model {body.model!r} does not exist here; use {EMBED_MODEL!r}",
             param="model",
         )
-    if body.dimensions is not None and body.dimensions != EMBED_DIM:
-        raise ApiError(
-            400,
-            "invalid_dimensions",
-            f"{EMBED_MODEL} has {EMBED_DIM} dimensions, not {body.dimensions}",
-            param="dimensions",
-        )
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     job = JobCreate(workload="embed", input={"model": EMBED_MODEL, "texts": texts})
     record, _ = await run_in_threadpool(
@@ -164,14 +160,22 @@ async def create_embeddings(
 def _job_error(job_id: str, status: JobStatus, error: dict[str, str] | None) -> ApiError:
     code = (error or {}).get("code", "failed")
     message = (error or {}).get("message", "")
+    headers = {"X-Proxima-Job-Id": job_id}
     if status is JobStatus.FAILED:
-        if code in ("no_candidate", "no_provider"):
-            return ApiError(503, "no_provider", f"embedding job {job_id} found no provider: {message}")
-        return ApiError(502, "providers_failed", f"embedding job {job_id} failed ({code}): {message}")
+        if code in ("no_candidate", "no_provider", "providers_unavailable", "region_unavailable"):
+            return ApiError(
+                503, "no_provider", f"embedding job {job_id} found no provider: {message}", headers=headers
+            )
+        if code == "budget":
+            return ApiError(402, "budget_exceeded", f"embedding job {job_id}: {message}", headers=headers)
+        return ApiError(
+            502, "providers_failed", f"embedding job {job_id} failed ({code}): {message}", headers=headers
+        )
     if status is JobStatus.CANCELLED:
-        return ApiError(409, "cancelled", f"embedding job {job_id} was cancelled")
+        return ApiError(409, "cancelled", f"embedding job {job_id} was cancelled", headers=headers)
     return ApiError(
         504,
         "timeout",
         f"embedding job {job_id} is still {status.value}; follow it at /v1/jobs/{job_id} for its result",
+        headers=headers,
     )

@@ -215,7 +215,7 @@ def cost_cap(body: JobCreate, units: int, model: str, market: MarketDirectory) -
     return max(prices) * body.redundancy
 
 
-def _spec(body: JobCreate, cap: int) -> dict[str, Any]:
+def _spec(body: JobCreate, cap: int | None) -> dict[str, Any]:
     c = body.constraints
     return {
         "hardware": {
@@ -292,10 +292,10 @@ def accept_job(
             cap = int(previous[1].get("budget_wei") or 0)
         record = _create(store, client, body, _spec(body, cap), key, None)
         return record, False
-    cap = cost_cap(body, units, model, market)
     job_id = new_job_id()
+    _check_spec(job_id, body, _spec(body, explicit_cap(body)))
+    cap = cost_cap(body, units, model, market)
     spec = _spec(body, cap)
-    _check_spec(job_id, body, spec)
     try:
         accounts.reserve(client, job_id, cap)
     except BudgetExceededError:
@@ -376,7 +376,7 @@ def _create(
     "",
     status_code=202,
     response_model=JobPublic,
-    responses={**AUTH_RESPONSES, **error_responses(402, 409, 413, 422, 503)},
+    responses={**AUTH_RESPONSES, **error_responses(400, 402, 409, 413, 422, 503)},
     summary="Submit a job",
 )
 async def create_job(

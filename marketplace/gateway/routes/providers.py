@@ -36,10 +36,7 @@ async def get_provider(
     """The provider's live offer, its on-chain record (stake, completed and failed jobs, disputes, slashes,
     attested and verified throughput), the reliability and throughput the matching engine plans with, and
     this gateway's own experience of it. 404 when the gateway knows nothing of it."""
-    try:
-        provider = checksum_address(address)
-    except ValueError as err:
-        raise ApiError(422, "invalid_address", str(err), param="address") from err
+    provider = checksum_address(address.lower())  # any case: a lookup needs no checksum
     signed = next((s for s in market.offers() if s.offer.provider == provider), None)
     stats = market.provider_stats(provider)
     if signed is None and stats is None:

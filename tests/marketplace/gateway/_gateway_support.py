@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
@@ -138,6 +141,7 @@ class LocalDispatcher:
         compute: Produces a workload's output (the node's own workload code).
         hold: Jobs wait in ``running`` until :attr:`gate` is set (to watch them live, or cancel them).
         fail: ``(code, message)``: every attempt fails with it and the job fails.
+        flaky: Attempts that fail (and fail over) before the one that delivers.
     """
 
     def __init__(
@@ -150,7 +154,9 @@ class LocalDispatcher:
         *,
         hold: bool = False,
         fail: tuple[str, str] | None = None,
+        flaky: int = 0,
     ) -> None:
+        self.flaky = flaky
         self.store = store
         self.accounts = accounts
         self.provider = provider
@@ -181,7 +187,20 @@ class LocalDispatcher:
             "considered": 1,
             "filtered": {},
         }
+        await asyncio.sleep(0)
         self.store.mark_placed(job_id, placement, price)
+        for _ in range(self.flaky):  # attempts that fail before the one that delivers: failovers
+            n = self.store.start_attempt(
+                job_id,
+                provider=offer.provider,
+                region=offer.region,
+                attempt_job_id=job_id,
+                payment=record.payment_mode,
+                price_wei=price,
+            )
+            self.store.end_attempt(
+                job_id, n, code="timeout", message="no answer in time", failover={"to": "next"}
+            )
         n = self.store.start_attempt(
             job_id,
             provider=offer.provider,
@@ -221,7 +240,11 @@ class LocalDispatcher:
                 "signature": "0x" + signed.signature.to_bytes().hex(),
             },
             provider=offer.provider,
-            timing_ms={"compute": compute_ms, "total": (time.perf_counter() - started) * 1000},
+            timing_ms={
+                "match": 0.2,
+                "compute": compute_ms,
+                "total": (time.perf_counter() - started) * 1000,
+            },
             price_wei=price,
             charged_wei=price,
         )
@@ -355,3 +378,26 @@ def make_gateway(
 def matmul_job(m: int = 8, **extra: Any) -> dict[str, Any]:
     """A small seeded matmul job request body."""
     return {"workload": "matmul", "input": {"seed": 7, "m": m, "k": m, "n": m, "dtype": "float32"}, **extra}
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn server on 127.0.0.1 (a free port) in a thread; yields its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

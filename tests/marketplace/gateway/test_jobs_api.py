@@ -368,6 +368,27 @@ async def test_metrics_count_requests_by_route_and_jobs_submitted(gateway: Gatew
     assert "proxima_gateway_offers 1.0" in text
 
 
+async def test_metrics_count_each_finished_job_once(gateway: Gateway) -> None:
+    async with client_for(gateway) as http:
+        await http.post("/v1/jobs", json=matmul_job(), headers=gateway.headers)
+        await gateway.dispatcher.drain()
+        gateway.dispatcher.flaky = 2  # two failovers, then delivered
+        await http.post("/v1/jobs", json=matmul_job(), headers=gateway.headers)
+        await gateway.dispatcher.drain()
+        gateway.dispatcher.flaky, gateway.dispatcher.fail = 0, ("busy", "no slot")
+        await http.post("/v1/jobs", json=matmul_job(), headers=gateway.headers)
+        await gateway.dispatcher.drain()
+        first = (await http.get("/metrics")).text
+        again = (await http.get("/metrics")).text
+    for text in (first, again):
+        assert 'proxima_gateway_jobs_total{outcome="succeeded",workload="matmul"} 2.0' in text
+        assert 'proxima_gateway_jobs_total{outcome="failed",workload="matmul"} 1.0' in text
+        assert (
+            'proxima_gateway_failovers_total{workload="matmul"} 2.0' in text
+        )  # a failed job's last try is none
+        assert "proxima_gateway_placement_seconds_count 2.0" in text
+
+
 async def test_health_reports_offers_and_unfinished_jobs(held: Gateway) -> None:
     async with client_for(held) as http:
         await http.post("/v1/jobs", json=matmul_job(), headers=held.headers)
