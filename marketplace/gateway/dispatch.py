@@ -674,6 +674,9 @@ class Dispatcher:
                     self._fail(
                         run, "deadline", f"the job did not finish within {self.settings.job_timeout_s} s"
                     )
+                finally:
+                    if run.reservation is not None:
+                        self.engine.unreserve(run.reservation)
         except asyncio.CancelledError:
             if job_id in self._cancelled:
                 jlog.info("job task cancelled")
