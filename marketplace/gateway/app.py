@@ -286,13 +286,17 @@ class _RequestLog:
             )
 
 
-def create_app(settings: GatewaySettings, *, services: GatewayServices | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings, *, services: GatewayServices | None = None, start_services: bool | None = None
+) -> FastAPI:
     """The gateway's ASGI app.
 
     Args:
         settings: The settings.
-        services: Serve these (their background parts are not started); None: build the real ones from
-            ``settings`` when the app starts and stop them when it stops.
+        services: Serve these; None: build the real ones from ``settings`` when the app starts.
+        start_services: Run the services' background parts (network, chain state refresher, dispatcher)
+            while the app runs. Default: yes for services the app builds, no for given ones (tests run
+            their own); ``proxima-gateway serve`` builds them first (for one-line errors) and passes True.
 
     Returns:
         The FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``).
@@ -302,7 +306,11 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
-            yield
+            if start_services:
+                async with services.running():
+                    yield
+            else:
+                yield
             return
         built = await run_in_threadpool(GatewayServices.build, settings)
         app.state.services = built
