@@ -151,6 +151,8 @@ _EMBED_FLOPS_PER_TOKEN = (
 )
 _EMBED_DIM = 384
 _BASE64_GROWTH = 4 / 3
+_CAPACITY_POLL_S: Final = 0.5
+"""Longest wait between placements of a job waiting for a slot (offers may free capacity too)."""
 
 # Refusals a node can give after it accepted the job (and recorded its voucher): their voucher is uncertain.
 _MAYBE_ACCEPTED = frozenset({ErrorCode.INVALID_INPUT, ErrorCode.INTERNAL, ErrorCode.UNAVAILABLE})
@@ -263,6 +265,8 @@ class DispatchSettings:
         deposit_headroom_wei: If positive, the duty loop keeps the voucher deposit at least this much above
             what the gateway owes through unredeemed vouchers.
         stale_voucher_retries: Times an attempt re-issues its voucher after a *stale voucher* refusal.
+        capacity_wait_s: How long a job whose qualifying providers are all busy waits for a free slot before
+            it fails with ``no_candidate``.
     """
 
     max_attempts: int = 3
@@ -275,6 +279,7 @@ class DispatchSettings:
     duty_interval_s: float = 10.0
     deposit_headroom_wei: int = 0
     stale_voucher_retries: int = 2
+    capacity_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_attempts", "max_concurrent_jobs", "escrow_max_duration_s"):
@@ -295,6 +300,9 @@ class DispatchSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
                 raise MarketConfigError(f"DispatchSettings.{name} must be a positive number, got {value!r}")
+        wait = self.capacity_wait_s
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < math.inf:
+            raise MarketConfigError(f"DispatchSettings.capacity_wait_s must be a number >= 0, got {wait!r}")
 
 
 # --- spec ---------------------------------------------------------------------------------------------------
@@ -496,6 +504,7 @@ class Dispatcher:
         self._pending: deque[str] = deque()
         self._cancelled: set[str] = set()
         self._slots: asyncio.Semaphore | None = None
+        self._freed = asyncio.Event()
         self._ready = threading.Event()
 
     # --- life cycle -----------------------------------------------------------------------------------
@@ -507,6 +516,7 @@ class Dispatcher:
         """
         loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_jobs)
+        self._freed = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -677,6 +687,8 @@ class Dispatcher:
                 finally:
                     if run.reservation is not None:
                         self.engine.unreserve(run.reservation)
+                        self._freed.set()
+                        self._freed = asyncio.Event()
         except asyncio.CancelledError:
             if job_id in self._cancelled:
                 jlog.info("job task cancelled")
@@ -798,21 +810,34 @@ class Dispatcher:
     async def _place(self, run: _Run, *, replaced: bool) -> Placement | None:
         spec = run.spec
         assert spec is not None
-        started = time.perf_counter()
-        try:
-            snapshot = self.market.snapshot()
-        except MarketError as err:
-            self._fail(run, "market_unavailable", f"no view of the market: {err}")
-            return None
-        breakers = self._excluded(snapshot)
-        exclude = breakers | run.failed
-        try:
-            placement = self.engine.place(spec, snapshot, exclude=exclude)
-        except NoCandidateError as err:
+        loop = asyncio.get_running_loop()
+        wait_until = loop.time() + self.settings.capacity_wait_s
+        waiting = False
+        while True:
+            started = time.perf_counter()
+            try:
+                snapshot = self.market.snapshot()
+            except MarketError as err:
+                self._fail(run, "market_unavailable", f"no view of the market: {err}")
+                return None
+            breakers = self._excluded(snapshot)
+            exclude = breakers | run.failed
+            try:
+                placement = self.engine.place(spec, snapshot, exclude=exclude)
+            except NoCandidateError as err:
+                run.match_s += time.perf_counter() - started
+                remaining = wait_until - loop.time()
+                if err.filtered.get("capacity", 0) > 0 and remaining > 0:
+                    # Every provider that qualifies is busy: wait for a slot (a job ending here, new offers).
+                    if not waiting:
+                        run.log.info("waiting for a free slot", extra={"busy": err.filtered["capacity"]})
+                        waiting = True
+                    await self._slot_freed(min(remaining, _CAPACITY_POLL_S))
+                    continue
+                self._no_candidate(run, spec, snapshot, err, breakers)
+                return None
             run.match_s += time.perf_counter() - started
-            self._no_candidate(run, spec, snapshot, err, breakers)
-            return None
-        run.match_s += time.perf_counter() - started
+            break
         price = placement.chosen[0].price_wei
         if run.reserved == 0:
             candidates = (*placement.chosen, *placement.backups)
@@ -839,6 +864,11 @@ class Dispatcher:
             },
         )
         return placement
+
+    async def _slot_freed(self, timeout: float) -> None:
+        """Until a job releases its slot hold here, at most ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._freed.wait(), timeout)
 
     def _hold(self, run: _Run, reserved: int) -> None:
         """The reservation is made: later placements (re-placements after failures) must fit in it."""

@@ -21,9 +21,11 @@ from _dispatch_support import (
 )
 
 from proxima.marketplace.chainstate import ChainState
+from proxima.marketplace.errors import MarketConfigError
 from proxima.marketplace.gateway.dispatch import DispatchSettings
 from proxima.marketplace.gateway.jobstore import EventType, JobStatus
 from proxima.marketplace.gateway.payer import VoucherOutcome
+from proxima.node.store import NodeStore
 from proxima.sdk.chain import SnapshotId
 from proxima.sdk.eip712 import JobReceipt, recover_signer
 from proxima.sdk.workloads import MatmulInput, MatmulOutput, matmul_operands
@@ -303,3 +305,57 @@ def test_a_job_no_provider_can_run_fails_with_the_engines_reason(
     asyncio.run(main())
     assert gw.reserved() == 0
     gw.close()
+
+
+def test_concurrent_jobs_wait_for_slots_and_keep_voucher_chains_in_step_with_the_nodes(
+    net: Net, world: ProviderWorld, tmp_path: Path
+) -> None:
+    nodes = [
+        world.add(net.providers[0], region="eu-west", country="DE", coordinate_ms=(5, 0)),
+        world.add(net.providers[1], region="eu-west", country="DE", coordinate_ms=(9, 0)),
+    ]
+    gw = gateway(net, world, tmp_path)
+    inputs = [seeded(100 + i, size=16 + 8 * (i % 3)) for i in range(12)]
+
+    async def main() -> None:
+        async with gw.running():
+            ids = [gw.submit(inp, use_cache=False) for inp in inputs]
+            jobs = [await gw.finish(job_id) for job_id in ids]
+            assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * len(jobs), [j.error for j in jobs]
+            assert gw.engine.reservations == ()
+
+    asyncio.run(main())
+    assert gw.spent() == sum(price_of(i) for i in inputs)
+    for node in nodes:
+        position = gw.payer.position(node.address)
+        assert position.inflight == position.uncertain == 0
+        assert node_voucher(node.store_path, net.payer.address) == (
+            position.accepted_jobs,
+            position.accepted_amount,
+        )
+    assert sum(gw.payer.position(n.address).accepted_jobs for n in nodes) == len(inputs)
+    gw.close()
+
+
+def node_voucher(path: Path, client: str) -> tuple[int, int]:
+    with NodeStore(path) as store:
+        account = store.voucher_account(client)
+    assert account is not None
+    assert account.latest is not None
+    return account.latest.message.cumulative_jobs, account.latest.message.cumulative_amount
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_attempts": 0},
+        {"attempt_timeout_s": 0},
+        {"job_timeout_s": float("nan")},
+        {"capacity_wait_s": -1},
+        {"deposit_headroom_wei": -1},
+        {"max_concurrent_jobs": True},
+    ],
+)
+def test_dispatch_settings_are_validated(bad: dict[str, float]) -> None:
+    with pytest.raises(MarketConfigError, match=next(iter(bad))):
+        DispatchSettings(**bad)  # type: ignore[arg-type]
