@@ -86,11 +86,8 @@ def test_build_fromSignedOffers_sortsByAddressAndFillsEveryColumn() -> None:
     assert snapshot.dims[row[2]] == 2
     assert snapshot.vectors[row[2]].tolist() == pytest.approx([0.02, -0.01, 0.0])
     assert snapshot.heights[row[2]] == pytest.approx(0.004)
-    assert (snapshot.free_slots[row[2]], snapshot.queue_depth[row[2]], snapshot.max_concurrency[row[2]]) == (
-        0,
-        5,
-        8,
-    )
+    capacity = (snapshot.free_slots[row[2]], snapshot.queue_depth[row[2]], snapshot.max_concurrency[row[2]])
+    assert tuple(int(x) for x in capacity) == (0, 5, 8)
     matmul, embed = snapshot.workloads["matmul"], snapshot.workloads["embed"]
     assert matmul.unit_price[row[1]] == 3 * GWEI
     assert not embed.served[row[1]]
