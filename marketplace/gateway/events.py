@@ -9,7 +9,6 @@ filter.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from proxima.marketplace.gateway.jobstore import JobEvent, JobRecord, JobStatus
+from proxima.sdk.logs import log_context
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -42,33 +42,21 @@ def current_job_id() -> str | None:
 
 @contextmanager
 def job_log_context(job_id: str) -> Iterator[None]:
-    """Bind ``job_id`` to every log record made inside (this task or thread, and tasks it starts)."""
+    """Bind ``job_id`` to every log record made inside (this task or thread, and tasks it starts).
+
+    The id goes through :func:`proxima.sdk.logs.log_context`, so a call site that passes ``job_id`` in
+    ``extra`` itself still works (its value wins).
+    """
     token = _JOB_ID.set(job_id)
     try:
-        yield
+        with log_context(job_id=job_id):
+            yield
     finally:
         _JOB_ID.reset(token)
 
 
 def install_job_log_context() -> None:
-    """Make every log record carry ``job_id`` when one is bound (idempotent).
-
-    Wraps the logging record factory, so it applies to every logger and handler, also those added later. A
-    ``job_id`` passed explicitly in ``extra`` wins.
-    """
-    factory = logging.getLogRecordFactory()
-    if getattr(factory, "_proxima_job_id", False):
-        return
-
-    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = factory(*args, **kwargs)
-        job_id = _JOB_ID.get()
-        if job_id is not None:
-            record.job_id = job_id
-        return record
-
-    make_record._proxima_job_id = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(make_record)
+    """Kept for callers: the job id reaches log lines through :func:`proxima.sdk.logs.log_context`."""
 
 
 class EventSource(Protocol):

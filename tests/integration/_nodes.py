@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -113,3 +114,21 @@ def node_metrics(node: NodeProcess) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return values
+
+
+def node_jobs(node: NodeProcess) -> dict[str, str]:
+    """Job id (``0x`` hex) -> state in the node's own database (empty while it cannot be read)."""
+    path = node.data_dir / "node.sqlite"
+    if not path.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            rows = db.execute("SELECT job_id, state FROM jobs").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {"0x" + bytes(job_id).hex(): str(state) for job_id, state in rows}
+
+
+def node_job_state(node: NodeProcess, job_id: str) -> str | None:
+    """The state of one job in the node's database, None if unknown."""
+    return node_jobs(node).get(job_id)

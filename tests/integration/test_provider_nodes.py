@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,16 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import trio
-from _nodes import NodeProcess, node_cli, node_env, node_metrics, start_node, stop_node, wait_ready
+from _nodes import (
+    NodeProcess,
+    node_cli,
+    node_env,
+    node_job_state,
+    node_metrics,
+    start_node,
+    stop_node,
+    wait_ready,
+)
 from eth_account.signers.local import LocalAccount
 from libp2p.peer.id import ID
 
@@ -290,7 +298,7 @@ def test_node_killed_mid_job_honours_the_escrow_job_after_restart(network: Netwo
 
             nursery.start_soon(send)
             with trio.fail_after(30):
-                while _job_state(node2, job_id) != "running":
+                while node_job_state(node2, job_id) != "running":
                     await trio.sleep(0.02)
             assert node2.proc is not None
             node2.proc.send_signal(signal.SIGKILL)
@@ -309,20 +317,6 @@ def test_node_killed_mid_job_honours_the_escrow_job_after_restart(network: Netwo
         assert time.monotonic() < deadline, node2.log_text()[-4000:]
         time.sleep(0.3)
     assert c.escrow.job_of(bytes.fromhex(job_id[2:])).result_hash == expected
-
-
-def _job_state(node: NodeProcess, job_id: str) -> str | None:
-    path = node.data_dir / "node.sqlite"
-    if not path.exists():
-        return None
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-            row = db.execute(
-                "SELECT state FROM jobs WHERE job_id = ?", (bytes.fromhex(job_id[2:]),)
-            ).fetchone()
-    except sqlite3.Error:
-        return None
-    return None if row is None else str(row[0])
 
 
 def test_bad_requests_and_a_flood_get_typed_errors_and_the_node_keeps_serving(network: Network) -> None:
