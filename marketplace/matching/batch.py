@@ -80,6 +80,9 @@ breaks them: expected time, price, reliability, address), not in solver order.""
 _NEWCOMER_MARGIN: Final = 4
 """Newcomer candidates per window beyond one per exploring job."""
 
+_REBUILD_MARGIN: Final = 4
+"""A type's shortlist is ranked again when fewer than its window's copies plus this many have capacity."""
+
 _PRICE_GROUPS: Final = 4
 """Most groups of neighbouring price limits per class and latency target."""
 
@@ -261,17 +264,15 @@ class _Batch:
             left = now_left
         rel = view.static["reliability"]
         column = market.workloads.get(rep.workload)
-        rows = np.flatnonzero(head)
-        prices = column.unit_price[rows] if column is not None else np.zeros(0, dtype=np.int64)
-        has_big = column is not None and bool(column.big_prices) and bool((prices >= PRICE_SATURATED).any())
-        if has_big and column is not None:
-            exact = [column.exact_price(int(r)) for r in rows]
-            order = np.asarray(
-                sorted(range(len(rows)), key=lambda i: (exact[i], int(rows[i]))), dtype=np.intp
-            )
+        if column is None:
+            rows = np.zeros(0, dtype=np.intp)
+            prices = np.zeros(0, dtype=np.int64)
+            has_big = False
         else:
-            order = np.argsort(prices, kind="stable")
-        rows, prices = rows[order], prices[order]
+            by_price = self.engine._price_order(rep.workload, market)  # every row, by exact unit price
+            rows = by_price[head[by_price]]
+            prices = column.unit_price[rows]
+            has_big = bool(column.big_prices) and bool((prices >= PRICE_SATURATED).any())
         rel_ok = np.ones(len(rows), dtype=bool) if rel is None else rel[rows]
         cap_ok = self.start_capacity[rows] > 0
         exc_ok = self.not_excluded[rows]
@@ -327,21 +328,17 @@ class _Batch:
     def build_types(self, jobs: Ints, *, conservative: bool = False) -> None:
         """Group ``jobs`` into types and rank each type's shortlist.
 
-        Within a class and latency target, jobs are split into at most :data:`_PRICE_GROUPS` groups of
-        neighbouring price limits, and each of those into size groups (sorted by FLOP then transfer bytes; one
-        per :data:`_JOBS_PER_SIZE_GROUP` jobs, at most :data:`_SIZE_GROUPS`). A type ranks the offers its
-        loosest price limit allows (``conservative``: its tightest, so that every member can use every
-        candidate) for its median-sized job.
+        Within a class, jobs with and without a latency target are apart; each part is split into at most
+        :data:`_PRICE_GROUPS` groups of neighbouring price limits, and each of those into size groups (sorted
+        by FLOP then transfer bytes; one per :data:`_JOBS_PER_SIZE_GROUP` jobs, at most :data:`_SIZE_GROUPS`).
+        A type ranks the offers its loosest price limit allows (``conservative``: its tightest, so that every
+        member can use every candidate) for its median-sized job, with that job's latency target.
         """
         if len(jobs) == 0:
             return
-        target = self.target[jobs]
-        outer = np.stack(
-            (self.cls[jobs].astype(np.float64), np.where(np.isnan(target), -1.0, target)), axis=1
-        )
-        _, outer_of = np.unique(outer, axis=0, return_inverse=True)
-        outer_of = outer_of.reshape(-1)
-        # one sort puts each (class, target) group's jobs by price limit, then size, then input order
+        # jobs with and without a latency target apart (a type ranks with its median job's target)
+        outer_of = 2 * self.cls[jobs] + np.isnan(self.target[jobs])
+        # one sort puts each (class, has target) group's jobs by price limit, then size, then input order
         order = np.lexsort((jobs, self.transfer_bytes[jobs], self.flops[jobs], self.feasible[jobs], outer_of))
         jobs, outer_of = jobs[order], outer_of[order]
         bounds = np.flatnonzero(np.diff(outer_of)) + 1
@@ -412,9 +409,9 @@ class _Batch:
         ranked: Rows = rows[order[:length]]
         return ranked
 
-    def live(self, kind: _Type, need: int, *, newcomers: bool = False) -> Rows:
-        """The first ``need`` shortlisted rows that still have capacity (rebuilding a longer shortlist once if
-        it ran out)."""
+    def live(self, kind: _Type, need: int, minimum: int, *, newcomers: bool = False) -> Rows:
+        """Up to ``need`` of the first shortlisted rows that still have capacity; the shortlist is ranked
+        again (longer) once if fewer than ``minimum`` are left and it did not hold every feasible row."""
         for attempt in range(2):
             rows = kind.newcomers if newcomers else kind.shortlist
             start = kind.nptr if newcomers else kind.ptr
@@ -428,7 +425,7 @@ class _Batch:
                     kind.ptr = start
             picked: Rows = rows[start:][ok[:need]]
             complete = kind.ncomplete if newcomers else kind.complete
-            if len(picked) >= need or complete or attempt == 1:
+            if len(picked) >= minimum or complete or attempt == 1:
                 return picked
             kind.length *= 2
             self.rank_shortlist(kind)
@@ -503,12 +500,12 @@ class _Batch:
         for t in np.unique(type_w).tolist():
             kind = self.types[t]
             members = window[type_w == t]
-            need = int(self.redundancy[members].sum()) + candidate
+            copies = int(self.redundancy[members].sum())
             parts = by_class.setdefault(kind.cls, [])
-            parts.append(self.live(kind, need))
+            parts.append(self.live(kind, copies + candidate, copies + min(candidate, _REBUILD_MARGIN)))
             explorers = int(np.count_nonzero(self.explore[members] & (self.newcomers[members] > 0)))
             if kind.explores and explorers:
-                parts.append(self.live(kind, explorers + _NEWCOMER_MARGIN, newcomers=True))
+                parts.append(self.live(kind, explorers + _NEWCOMER_MARGIN, explorers, newcomers=True))
         blocks: list[tuple[Rows, Rows, Floats]] = []
         copy_cls = self.cls[copy_job]
         for c, parts in by_class.items():
@@ -531,6 +528,8 @@ class _Batch:
         for copy_rows, rows, value in blocks:
             gain[np.ix_(copy_rows, np.searchsorted(cols, rows))] = value
         restrict = copy_first & self.explore[copy_job] & (self.newcomers[copy_job] > 0)
+        if (red > 1).any():
+            _separate_copies(gain, copy_job, copy_first, restrict, self.newcomer[cols])
         if restrict.any():
             gain[np.ix_(np.flatnonzero(restrict), np.flatnonzero(~self.newcomer[cols]))] = -np.inf
         slots = np.minimum(self.remaining[cols], len(copy_job))
@@ -680,36 +679,48 @@ class _Builder:
         return _Details(chosen, backups, feasible, counts, references, exploration)
 
 
+def _separate_copies(gain: Floats, copy_job: Ints, copy_first: Mask, restrict: Mask, newcomer: Mask) -> None:
+    """Give each copy of a redundant job its own share of the columns, so that no two land on one provider:
+    copy ``c`` of ``r`` may use the columns the job ranks ``c``, ``c + r``, ``c + 2r``... (so its best is the
+    job's ``c``-th best). An exploring job's first copy keeps the newcomers, the others share the rest."""
+    starts = np.flatnonzero(copy_first)
+    counts = np.diff(np.append(starts, len(copy_job)))
+    for start, r in zip(starts[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True):
+        value = gain[start]
+        order = np.argsort(-value, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        if restrict[start]:
+            rest = order[~newcomer[order]]
+            rank[order] = -1
+            rank[rest] = np.arange(len(rest)) % (r - 1) + 1  # copies 1..r-1 share the others
+            rank[newcomer] = 0  # the first copy: newcomers only
+        else:
+            rank[order] = np.arange(len(order)) % r
+        for c in range(r):
+            row = gain[start + c]
+            row[rank != c] = -np.inf
+
+
 def _assign(gain: Floats, slot_col: Rows, copy_job: Ints) -> Rows:
-    """Column of each copy (-1: unassigned) maximizing the total gain, copies of a job on distinct columns."""
+    """Column of each copy (-1: unassigned), maximizing the total gain; copies of a job must already have
+    disjoint columns (:func:`_separate_copies`)."""
     result = np.full(len(copy_job), -1, dtype=np.intp)
     if len(slot_col) == 0:
         return result
     ncols = gain.shape[1]
-    # Each copy's best column, if no column is wanted by more copies than it has slots and no job wants one
-    # column twice, is already the optimum (every copy gets its maximum): no solver needed.
+    # When no column is the best of more copies than it has slots, every copy taking its best is optimal.
     best = np.argmax(gain, axis=1)
     if np.isfinite(gain[np.arange(len(copy_job)), best]).all():
         wanted = np.bincount(best, minlength=ncols)
-        slots = np.bincount(slot_col, minlength=ncols)
-        pairs = copy_job * (ncols + 1) + best
-        if (wanted <= slots).all() and len(np.unique(pairs)) == len(pairs):
+        if (wanted <= np.bincount(slot_col, minlength=ncols)).all():
             result[:] = best
             return result
-    for _ in range(1 + int(np.bincount(copy_job).max()) * 2):
-        expanded = gain[:, slot_col]
-        cost = np.where(np.isfinite(expanded), -expanded, _BIG)
-        r, c = linear_sum_assignment(cost)
-        ok = cost[r, c] < _BIG / 2
-        result[:] = -1
-        result[r[ok]] = slot_col[c[ok]]
-        assigned = np.flatnonzero(result >= 0)
-        _, first = np.unique(copy_job[assigned] * (ncols + 1) + result[assigned], return_index=True)
-        if len(first) == len(assigned):
-            return result
-        dup = np.setdiff1d(np.arange(len(assigned)), first)
-        gain[assigned[dup], result[assigned[dup]]] = -np.inf
-    result[:] = -1  # could not separate the copies: assign nothing rather than break distinctness
+    cost = gain[:, slot_col]
+    np.negative(cost, out=cost)
+    cost[~np.isfinite(cost)] = _BIG
+    r, c = linear_sum_assignment(cost)
+    ok = cost[r, c] < _BIG / 2
+    result[r[ok]] = slot_col[c[ok]]
     return result
 
 
@@ -745,7 +756,10 @@ def place_batch(
         batch.failed[j] = False
     placeable = np.flatnonzero(~short)
     batch.build_types(placeable)
-    order = placeable[np.lexsort((placeable, batch.type_of[placeable], batch.feasible[placeable]))]
+    # scarce types first (fewest feasible offers), each type's jobs together (fewer types per window)
+    scarcity = np.array([int(batch.feasible[kind.jobs].min()) for kind in batch.types], dtype=np.int64)
+    types = batch.type_of[placeable]
+    order = placeable[np.lexsort((placeable, types, scarcity[types]))] if len(placeable) else placeable
     window = batch.config.batch_window
     retry = [batch.solve(order[i : i + window]) for i in range(0, len(order), window)]
     again = np.concatenate(retry) if retry else np.zeros(0, dtype=np.int64)

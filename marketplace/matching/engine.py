@@ -423,6 +423,7 @@ class MatchingEngine:
         self._state: _SnapshotState | None = None
         self._rtt_cache: dict[tuple[int, Any], tuple[MarketSnapshot, Floats, NDArray[np.bool_]]] = {}
         self._views: dict[tuple[int, tuple[Any, ...]], _ClassView] = {}
+        self._orders: dict[tuple[int, tuple[str, str]], tuple[MarketSnapshot, Rows]] = {}
 
     # --- placement -----------------------------------------------------------------------------------------
 
@@ -670,6 +671,26 @@ class MatchingEngine:
                 self._views.pop(next(iter(self._views)))
             self._views[key] = view
         return view
+
+    def _price_order(self, workload: str, snapshot: MarketSnapshot) -> Rows:
+        """Every row by the workload's exact unit price, then address (cached per snapshot)."""
+        key = (id(snapshot), ("price order", workload))
+        with self._lock:
+            hit = self._orders.get(key)
+        if hit is not None and hit[0] is snapshot:
+            return hit[1]
+        column = snapshot.workloads[workload]
+        if column.big_prices:  # prices beyond int64 (absurd offers): sort their exact values in Python
+            exact = [column.exact_price(r) for r in range(len(snapshot))]
+            order = np.asarray(sorted(range(len(snapshot)), key=lambda r: (exact[r], r)), dtype=np.intp)
+        else:
+            order = np.argsort(column.unit_price, kind="stable")
+        order.setflags(write=False)
+        with self._lock:
+            if len(self._orders) >= _RTT_CACHE_SIZE:
+                self._orders.pop(next(iter(self._orders)))
+            self._orders[key] = (snapshot, order)
+        return order
 
     def _rtts(self, snapshot: MarketSnapshot, spec: JobSpec) -> tuple[Floats, NDArray[np.bool_]]:
         coordinate = spec.client_coordinate

@@ -254,7 +254,8 @@ class JobSpec(_Frozen):
         return exploration_draw(self.job_id)
 
     def class_key(self) -> tuple[Any, ...]:
-        """Everything that decides which offers qualify and how they score, except the size and price limits.
+        """Everything that decides which offers qualify and how they score, except the size, the price limits
+        and the redundancy (which only change how many offers a job takes and its price limit).
 
         Jobs with equal keys share filter masks and per-offer factors (the engine caches them per snapshot).
         """
@@ -267,7 +268,6 @@ class JobSpec(_Frozen):
             self.flops > 0,
             None if hardware.unconstrained else hardware,
             None if residency.anywhere else residency,
-            self.redundancy,
             self.min_reliability,
             None if coordinate is None else (coordinate.vector, coordinate.height),
         )

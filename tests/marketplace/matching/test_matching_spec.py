@@ -96,12 +96,14 @@ def test_hardwareConstraints_needsGpu() -> None:
     assert not HardwareConstraints(min_cpu_cores=4).unconstrained
 
 
-def test_classKey_ignoresSizeAndPriceLimitsOnly() -> None:
+def test_classKey_ignoresSizePriceLimitsAndRedundancyOnly() -> None:
     base = job(1, workload="embed", units=1, flops=10)
-    same = job(2, workload="embed", units=9, flops=99, input_bytes=5, max_price_wei=7, budget_wei=8)
+    same = job(
+        2, workload="embed", units=9, flops=99, input_bytes=5, max_price_wei=7, budget_wei=8, redundancy=3
+    )
     assert base.class_key() == same.class_key()
     assert base.class_key() != job(1, workload="embed", flops=0).class_key()  # no work: no throughput filter
-    assert base.class_key() != job(1, workload="embed", flops=10, redundancy=2).class_key()
+    assert base.class_key() != job(1, workload="embed", flops=10, min_reliability=0.5).class_key()
     assert (
         base.class_key()
         != job(1, workload="embed", flops=10, residency=Residency(regions=("eu",))).class_key()
