@@ -193,11 +193,28 @@ async def _write_while_reading(stream: INetStream, payload: bytes, max_bytes: in
             await write_frame(stream, payload)
             sent = True
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send)
-        answer = await read_frame(stream, max_bytes)
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            answer = await read_frame(stream, max_bytes)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The read failed (the provider died, the stream was reset): report that error itself, not the group
+        # trio wraps it in, so callers see a transport error.
+        raise _lone_error(group) from None
     return answer, sent
+
+
+def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        elif not isinstance(error, trio.Cancelled):
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 async def _finish(stream: INetStream, *, reset: bool) -> None:
