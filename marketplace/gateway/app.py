@@ -33,7 +33,6 @@ import proxima.marketplace.gateway.routes.jobs as jobs_routes
 import proxima.marketplace.gateway.routes.offers as offers_routes
 import proxima.marketplace.gateway.routes.providers as providers_routes
 from proxima.marketplace.gateway.accounts import AccountsStoreError, BudgetExceededError
-from proxima.marketplace.gateway.events import install_job_log_context
 from proxima.marketplace.gateway.jobstore import JobStoreError
 from proxima.marketplace.gateway.metrics import CONTENT_TYPE
 from proxima.marketplace.gateway.routes import CurrentClient, Services, error_responses
@@ -301,7 +300,6 @@ def create_app(
     Returns:
         The FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``).
     """
-    install_job_log_context()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,8 +2,8 @@
 
 :func:`follow_job` replays a job's stored events after a sequence number, then waits for new ones until
 the job reaches a final status; the SSE and websocket routes both read it. :func:`job_log_context` binds a
-job id to the current context (asyncio task or thread) and :func:`install_job_log_context` makes every log
-record made inside carry it as ``job_id``, so that the structured logs of one job can be followed with one
+job id to the current context (asyncio task or thread), and every log line made inside carries it as
+``job_id`` (through :func:`proxima.sdk.logs.log_context`), so that one job's lines can be followed with one
 filter.
 """
 
@@ -25,7 +25,6 @@ __all__ = [
     "current_job_id",
     "event_json",
     "follow_job",
-    "install_job_log_context",
     "job_log_context",
 ]
 
@@ -53,10 +52,6 @@ def job_log_context(job_id: str) -> Iterator[None]:
             yield
     finally:
         _JOB_ID.reset(token)
-
-
-def install_job_log_context() -> None:
-    """Kept for callers: the job id reaches log lines through :func:`proxima.sdk.logs.log_context`."""
 
 
 class EventSource(Protocol):

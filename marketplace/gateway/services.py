@@ -220,7 +220,13 @@ class GatewayServices:
                 accounts,
                 health,
                 DispatchSettings(
-                    max_attempts=settings.max_attempts, attempt_timeout_s=settings.attempt_timeout_seconds
+                    max_attempts=settings.max_attempts,
+                    attempt_timeout_s=settings.attempt_timeout_seconds,
+                    job_timeout_s=settings.job_timeout_seconds,
+                    capacity_wait_s=settings.capacity_wait_seconds,
+                    max_concurrent_jobs=settings.max_concurrent_jobs,
+                    deposit_headroom_wei=settings.deposit_headroom_wei,
+                    duty_interval_s=settings.duty_interval_seconds,
                 ),
                 cache=ResultCache(store, domains) if settings.result_cache else None,
                 observations=chainstate,
@@ -246,6 +252,7 @@ class GatewayServices:
             market=market,
             background=(
                 lambda: _network_running(network),
+                lambda: _deposited(payer, settings.deposit_headroom_wei),
                 lambda: _task_running(_refresh_forever(chainstate, network, ttl), "chainstate-refresher"),
                 lambda: _task_running(dispatcher.run(), "dispatcher"),
             ),
@@ -437,6 +444,23 @@ async def _network_running(network: MarketNetwork) -> AsyncIterator[None]:
         yield
     finally:
         await asyncio.to_thread(network.stop)
+
+
+@asynccontextmanager
+async def _deposited(payer: Payer, headroom_wei: int) -> AsyncIterator[None]:
+    """Fund the voucher deposit before the first job (the duty loop keeps it funded afterwards)."""
+    if headroom_wei > 0:
+
+        def top_up() -> int:
+            return payer.ensure_deposit(payer.outstanding() + headroom_wei)
+
+        try:
+            available = await asyncio.to_thread(top_up)
+        except MarketError as err:  # the duty loop retries; voucher jobs are refused until it succeeds
+            log.error("cannot fund the voucher deposit at start", extra={"error": str(err)})
+        else:
+            log.info("voucher deposit ready", extra={"available_wei": available})
+    yield
 
 
 @asynccontextmanager

@@ -253,6 +253,12 @@ class GatewaySettings(BaseSettings):
         default_budget_wei: Budget of a client added without one (``proxima-gateway add-client``).
         max_attempts: Providers tried per job before it fails (the first one plus failovers).
         attempt_timeout_seconds: Longest one attempt may take before the job moves to a backup.
+        job_timeout_seconds: Longest a whole job may take (all attempts) before it fails with ``deadline``.
+        capacity_wait_seconds: How long a job whose qualifying providers are all busy waits for a free slot.
+        max_concurrent_jobs: Jobs dispatched at once (more wait their turn, stored).
+        deposit_headroom_wei: The payer keeps its PaymentVouchers deposit at least this much above what it
+            owes through unredeemed vouchers (topped up at start and by the duty loop; 0: never deposits).
+        duty_interval_seconds: How often the duty loop confirms and claims escrows and tops up the deposit.
         wait_timeout_seconds: Longest a synchronous endpoint (``/v1/embeddings``) waits for its job.
         chainstate_ttl_seconds: How long provider records read from the chain are reused.
         max_request_bytes: Largest request body accepted (413 beyond).
@@ -282,6 +288,11 @@ class GatewaySettings(BaseSettings):
     default_budget_wei: WeiAmount = 10**17
     max_attempts: int = Field(default=3, ge=1, le=20)
     attempt_timeout_seconds: Seconds = 60.0
+    job_timeout_seconds: Seconds = 600.0
+    capacity_wait_seconds: float = Field(default=30.0, ge=0, le=3_600)
+    max_concurrent_jobs: int = Field(default=256, ge=1, le=100_000)
+    deposit_headroom_wei: WeiAmount = 5 * 10**17
+    duty_interval_seconds: Seconds = 10.0
     wait_timeout_seconds: Seconds = 120.0
     chainstate_ttl_seconds: Seconds = 30.0
     max_request_bytes: int = Field(default=64 * 2**20, ge=1_024, le=2**31)
@@ -325,6 +336,15 @@ class GatewaySettings(BaseSettings):
             raise ValueError(
                 "payer.dev_account_index uses a public development key: set dev_mode = true (development "
                 "chains only) or give payer.keystore"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _attempt_fits_job(self) -> GatewaySettings:
+        if self.attempt_timeout_seconds > self.job_timeout_seconds:
+            raise ValueError(
+                f"attempt_timeout_seconds ({self.attempt_timeout_seconds}) must not exceed "
+                f"job_timeout_seconds ({self.job_timeout_seconds})"
             )
         return self
 

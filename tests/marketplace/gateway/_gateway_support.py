@@ -383,7 +383,9 @@ def matmul_job(m: int = 8, **extra: Any) -> dict[str, Any]:
 @contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn server on 127.0.0.1 (a free port) in a thread; yields its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # asyncio then sets TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -20,7 +20,8 @@ from proxima.marketplace.gateway.accounts import Accounts
 from proxima.marketplace.gateway.cli import main
 from proxima.marketplace.gateway.services import PayerKeyError, load_payer_account
 from proxima.marketplace.gateway.settings import load_settings
-from proxima.sdk.chain import AnvilProcess, RpcChain
+from proxima.sdk.bindings import ProximaContracts
+from proxima.sdk.chain import AnvilProcess, RpcChain, dev_accounts
 from proxima.sdk.deploy import deploy_all
 
 ALICE = "0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1"
@@ -163,7 +164,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path, anvil_process: AnvilProcess, anvil_chain: RpcChain) -> Iterator[tuple[str, Path]]:
+def served(
+    tmp_path: Path, anvil_process: AnvilProcess, anvil_chain: RpcChain
+) -> Iterator[tuple[str, Path, ProximaContracts]]:
     """``proxima-gateway serve`` in its own process, on a fresh deployment on anvil."""
     deployment = deploy_all(anvil_chain, anvil_chain.accounts[0])
     deployment.save(tmp_path / "deployment.json")
@@ -196,7 +199,7 @@ def served(tmp_path: Path, anvil_process: AnvilProcess, anvil_chain: RpcChain) -
             if time.monotonic() > deadline:
                 raise AssertionError("serve did not answer /healthz within 60 s")
             time.sleep(0.2)
-        yield url, config
+        yield url, config, ProximaContracts.from_deployment(anvil_chain, deployment)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -209,9 +212,11 @@ def served(tmp_path: Path, anvil_process: AnvilProcess, anvil_chain: RpcChain) -
 
 @pytest.mark.anvil
 def test_serve_builds_the_real_services_and_answers(
-    served: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+    served: tuple[str, Path, ProximaContracts], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url, config = served
+    url, config, contracts = served
+    payer = dev_accounts(9)[8].address
+    assert contracts.vouchers.deposit_of(payer).balance == 5 * 10**17  # funded at start: deposit_headroom_wei
     code, out, _ = run(
         capsys, "add-client", "--config", str(config), "--address", ALICE, "--budget-wei", "1 ether"
     )

@@ -24,6 +24,7 @@ from _gateway_support import (
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
+from proxima.sdk.logs import _Formatter
 from proxima.sdk.workloads import Tensor, matmul_operands, parse_input
 
 pytestmark = pytest.mark.anyio
@@ -351,7 +352,8 @@ async def test_every_log_line_of_a_job_carries_its_id(
         job_id = (await http.post("/v1/jobs", json=matmul_job(), headers=gateway.headers)).json()["id"]
     accepted = [r for r in caplog.records if r.getMessage() == "job accepted"]
     assert len(accepted) == 1
-    assert getattr(accepted[0], "job_id", None) == job_id
+    line = json.loads(_Formatter(as_json=True).format(accepted[0]))  # what the gateway's log handler writes
+    assert line["job_id"] == job_id
     requests = [r for r in caplog.records if r.getMessage() == "request"]
     assert requests
     assert getattr(requests[-1], "route", None) == "/v1/jobs"

@@ -113,6 +113,9 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         ("[matching]\nexploration_share = 2", "matching.exploration_share:"),
         ("host = 'not a host!'", "host:"),
         ("max_attempts = 0", "max_attempts:"),
+        ("attempt_timeout_seconds = 700", "must not exceed job_timeout_seconds"),
+        ("capacity_wait_seconds = -1", "capacity_wait_seconds:"),
+        ("deposit_headroom_wei = '-1'", "deposit_headroom_wei:"),
     ],
 )
 def test_invalid_values_are_named(tmp_path: Path, text: str, says: str) -> None:
