@@ -165,12 +165,19 @@ class LocalDispatcher:
         self.hold = hold
         self.fail = fail
         self.gate = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.submitted: list[str] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def submit(self, job_id: str) -> None:
         self.submitted.append(job_id)
-        self._tasks[job_id] = asyncio.get_running_loop().create_task(self._run(job_id))
+        self.loop = asyncio.get_running_loop()
+        self._tasks[job_id] = self.loop.create_task(self._run(job_id))
+
+    def release(self) -> None:
+        """Let held jobs finish (from any thread)."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.gate.set)
 
     async def _run(self, job_id: str) -> None:
         record = self.store.get(job_id)

@@ -20,6 +20,7 @@ from _gateway_support import (
     make_gateway,
     make_offer,
     matmul_job,
+    serve,
 )
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
@@ -306,6 +307,24 @@ async def test_sse_replays_past_events_then_streams_until_the_job_ends(held: Gat
         assert [e["event"] for e in _sse(resumed.text)] == ["attempt_started", "succeeded", "end"]
         after = await http.get(f"/v1/jobs/{job['id']}/events?after=3", headers=held.headers)
         assert [e["event"] for e in _sse(after.text)] == ["succeeded", "end"]
+
+
+def test_sse_streams_live_through_a_real_server(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path, hold=True)
+    try:
+        with serve(gw.app) as url, httpx.Client(base_url=url, headers=gw.headers, timeout=10) as http:
+            job = http.post("/v1/jobs", json=matmul_job()).json()
+            seen: list[str] = []
+            with http.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        seen.append(line.removeprefix("event: "))
+                        if seen[-1] == "attempt_started":
+                            assert http.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"
+                            gw.dispatcher.release()  # the job ends while the stream is open
+            assert seen == ["queued", "placed", "attempt_started", "succeeded", "end"]
+    finally:
+        gw.close()
 
 
 def test_websocket_streams_events_then_the_final_job(tmp_path: Path) -> None:
