@@ -523,6 +523,10 @@ class Dispatcher:
                 self._loop = loop
                 self._finish_ledger()
                 resumed = [job.id for job in self.store.unfinished()]
+                if resumed:
+                    # After a restart the offer book starts empty: resuming at once would find no provider
+                    # (not even the one a stored request was sent to), so give the gossip time to refill it.
+                    await self._market_warm(self.settings.capacity_wait_s)
                 for job_id in resumed:
                     self._start(job_id)
                 self._drain()
@@ -827,10 +831,13 @@ class Dispatcher:
             except NoCandidateError as err:
                 run.match_s += time.perf_counter() - started
                 remaining = wait_until - loop.time()
-                if err.filtered.get("capacity", 0) > 0 and remaining > 0:
-                    # Every provider that qualifies is busy: wait for a slot (a job ending here, new offers).
+                busy = err.filtered.get("capacity", 0) > 0
+                if (busy or len(snapshot) == 0) and remaining > 0:
+                    # Every provider that qualifies is busy, or no offer is known yet (the gateway just
+                    # started): wait for a slot or for offers (a job ending here, new offers).
                     if not waiting:
-                        run.log.info("waiting for a free slot", extra={"busy": err.filtered["capacity"]})
+                        busy_count = err.filtered.get("capacity", 0)
+                        run.log.info("waiting for a free slot or offers", extra={"busy": busy_count})
                         waiting = True
                     await self._slot_freed(min(remaining, _CAPACITY_POLL_S))
                     continue
@@ -864,6 +871,18 @@ class Dispatcher:
             },
         )
         return placement
+
+    async def _market_warm(self, timeout: float) -> None:
+        """Until the market shows at least one live offer, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if len(self.market.snapshot()) > 0:
+                    return
+            except MarketError:
+                pass
+            await asyncio.sleep(_CAPACITY_POLL_S)
+        log.warning("no live offers yet; resuming jobs anyway", extra={"waited_s": timeout})
 
     async def _slot_freed(self, timeout: float) -> None:
         """Until a job releases its slot hold here, at most ``timeout`` seconds."""
