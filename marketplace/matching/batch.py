@@ -83,13 +83,13 @@ _NEWCOMER_MARGIN: Final = 4
 _REBUILD_MARGIN: Final = 4
 """A type's shortlist is ranked again when fewer than its window's copies plus this many have capacity."""
 
-_PRICE_GROUPS: Final = 4
+_PRICE_GROUPS: Final = 2
 """Most groups of neighbouring price limits per class and latency target."""
 
 _SIZE_GROUPS: Final = 8
 """Most size groups per price group."""
 
-_JOBS_PER_SIZE_GROUP: Final = 128
+_JOBS_PER_SIZE_GROUP: Final = 256
 """A size group per this many jobs (so small batches rank once per price group)."""
 
 _CLASS_FILTERS: Final = ("workload", "hardware", "throughput", "residency")
@@ -123,13 +123,19 @@ class _Class:
     cum_alive: Ints
     cum_newcomers: Ints
     alive_rows: Rows  # feasible rows in price order: a job's feasible rows are a prefix
-    newcomer_rows: Rows
     medians: pl.Medians
     rtt: Floats  # full length
     measured: Mask
     price_score: Floats
     unit_price: Floats
     alive_pos: Ints  # row -> index in alive_rows (n: not feasible)
+    alive_newcomer: Mask  # per alive row
+    a_rtt: Floats  # factors per alive row (price order), for ranking
+    a_queue: Floats
+    a_throughput: Floats
+    a_price_score: Floats
+    a_reliability: Floats
+    a_unit_price: Floats
 
 
 @dataclass(slots=True)
@@ -145,6 +151,7 @@ class _Type:
     copies: int
     explores: bool
     length: int = 0
+    ranked_once: bool = False
     shortlist: Rows = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     ptr: int = 0
     complete: bool = False
@@ -171,6 +178,7 @@ class _Batch:
         n = self.n = len(snapshot)
         self.start_capacity = pl.capacity(snapshot, config, self.held)
         self.remaining = self.start_capacity.copy()
+        self.consumed = False  # some capacity was assigned
         self.queue = pl.queue_seconds(snapshot, config, self.held, np.arange(n))
         self.newcomer = snapshot.jobs_completed < config.newcomer_jobs
         self.not_excluded = np.ones(n, dtype=bool)
@@ -192,32 +200,33 @@ class _Batch:
         specs, config = self.specs, self.config
         count = len(specs)
         keys: dict[tuple[object, ...], int] = {}
-        cls = np.empty(count, dtype=np.int64)
-        flops = np.empty(count)
-        transfer_bytes = np.empty(count)
-        target = np.empty(count)
-        redundancy = np.empty(count, dtype=np.int64)
-        cap_limit = np.empty(count, dtype=np.int64)
-        all_limit = np.empty(count, dtype=np.int64)
-        cap_exact: list[int | None] = [None] * count
-        all_exact: list[int | None] = [None] * count
+        classes: list[int] = []
         top = PRICE_SATURATED - 1
-        for j, s in enumerate(specs):
+        cap_exact: list[int | None] = []
+        all_exact: list[int | None] = []
+        for s in specs:
             key = s.class_key()
             c = keys.get(key)
             if c is None:
                 c = keys[key] = len(self.classes)
                 self.classes.append(self._class(s))
-            cls[j] = c
-            flops[j] = s.flops
-            transfer_bytes[j] = s.input_bytes + s.output_bytes
-            target[j] = math.nan if s.latency_target_s is None else s.latency_target_s
-            redundancy[j] = s.redundancy
-            by_cap = None if s.max_price_wei is None else s.max_price_wei // s.units
-            both = s.price_limit_wei()
-            cap_exact[j], all_exact[j] = by_cap, both
-            cap_limit[j] = top if by_cap is None or by_cap > top else by_cap
-            all_limit[j] = top if both is None or both > top else both
+            classes.append(c)
+            units = s.units
+            by_cap = None if s.max_price_wei is None else s.max_price_wei // units
+            if s.budget_wei is not None:
+                by_budget = s.budget_wei // (s.redundancy * units)
+                cap_exact.append(by_cap)
+                all_exact.append(by_budget if by_cap is None else min(by_cap, by_budget))
+            else:
+                cap_exact.append(by_cap)
+                all_exact.append(by_cap)
+        cls = np.array(classes, dtype=np.int64)
+        flops = np.array([float(s.flops) for s in specs])
+        transfer_bytes = np.array([float(s.input_bytes + s.output_bytes) for s in specs])
+        target = np.array([math.nan if s.latency_target_s is None else s.latency_target_s for s in specs])
+        redundancy = np.array([s.redundancy for s in specs], dtype=np.int64)
+        cap_limit = np.array([top if x is None or x > top else x for x in cap_exact], dtype=np.int64)
+        all_limit = np.array([top if x is None or x > top else x for x in all_exact], dtype=np.int64)
         self.cls = cls
         self.flops = flops
         self.transfer = 8.0 * transfer_bytes / config.link_bandwidth_bps
@@ -278,8 +287,9 @@ class _Batch:
         exc_ok = self.not_excluded[rows]
         alive = rel_ok & cap_ok & exc_ok
         newcomer = alive & self.newcomer[rows]
+        alive_rows = rows[alive]
         alive_pos = np.full(n, n, dtype=np.int64)
-        alive_pos[rows[alive]] = np.arange(int(np.count_nonzero(alive)))
+        alive_pos[alive_rows] = np.arange(len(alive_rows))
         return _Class(
             head_counts=(counts[0], counts[1], counts[2], counts[3]),
             sorted_rows=rows,
@@ -292,14 +302,20 @@ class _Batch:
             cum_exc_fail=_cumsum(rel_ok & cap_ok & ~exc_ok),
             cum_alive=_cumsum(alive),
             cum_newcomers=_cumsum(newcomer),
-            alive_rows=rows[alive],
-            newcomer_rows=rows[newcomer],
+            alive_rows=alive_rows,
             medians=view.medians,
             rtt=view.rtt,
             measured=view.measured,
             price_score=view.price_score,
             unit_price=view.unit_price,
             alive_pos=alive_pos,
+            alive_newcomer=self.newcomer[alive_rows],
+            a_rtt=view.rtt[alive_rows],
+            a_queue=self.queue[alive_rows],
+            a_throughput=market.throughput[alive_rows],
+            a_price_score=view.price_score[alive_rows],
+            a_reliability=market.reliability[alive_rows],
+            a_unit_price=view.unit_price[alive_rows],
         )
 
     def filtered(self, j: int, *, final: bool) -> tuple[dict[str, int], int]:
@@ -378,34 +394,49 @@ class _Batch:
     def rank_shortlist(self, kind: _Type) -> None:
         """(Re)build the type's shortlist from its feasible rows that still have capacity."""
         klass = self.classes[kind.cls]
-        rows = klass.alive_rows[: kind.prefix]
-        rows = rows[self.remaining[rows] > 0]
-        kind.shortlist = self.ranked(kind.rep, kind.cls, rows, kind.length)
+        feasible = klass.alive_rows[: kind.prefix]
+        fresh = not self.consumed and not kind.ranked_once  # every feasible row still has capacity
+        select: slice | Rows = (
+            slice(0, kind.prefix) if fresh else np.flatnonzero(self.remaining[feasible] > 0)
+        )
+        count = kind.prefix if fresh else len(select)  # type: ignore[arg-type]
+        kind.ranked_once = True
+        kind.shortlist = self.ranked(kind.rep, kind.cls, select, kind.length)
         kind.ptr = 0
-        kind.complete = len(rows) <= kind.length
+        kind.complete = count <= kind.length
         if kind.explores:
-            nrows = klass.newcomer_rows[: kind.newcomer_prefix]
-            nrows = nrows[self.remaining[nrows] > 0]
+            newcomer = klass.alive_newcomer[: kind.prefix]
+            nselect = np.flatnonzero(newcomer & (self.remaining[feasible] > 0))
             nlength = kind.copies + self.config.batch_candidates
-            kind.newcomers = self.ranked(kind.rep, kind.cls, nrows, nlength)
+            kind.newcomers = self.ranked(kind.rep, kind.cls, nselect, nlength)
             kind.nptr = 0
-            kind.ncomplete = len(nrows) <= nlength
+            kind.ncomplete = len(nselect) <= nlength
 
-    def ranked(self, rep: int, c: int, rows: Rows, length: int) -> Rows:
-        """The best ``length`` of ``rows`` for job ``rep`` (of class ``c``), in rank order."""
+    def ranked(self, rep: int, c: int, select: slice | Rows, length: int) -> Rows:
+        """The best ``length`` of a class's feasible rows (``select`` indexes them, in price order) for job
+        ``rep``, in rank order. Same arithmetic as :meth:`values`, on the class's precomputed columns."""
+        klass = self.classes[c]
+        rows = klass.alive_rows[select]
         if len(rows) == 0:
             return rows
-        value, utility, expected = self.values(np.array([rep]), rows[None, :])
-        keyed, utility, expected = value[0], utility[0], expected[0]
+        throughput = klass.a_throughput[select]
+        flops = self.flops[rep]
+        compute = flops / throughput if flops > 0 else np.zeros(len(rows))
+        expected = klass.a_rtt[select] + self.transfer[rep] + klass.a_queue[select] + compute
+        time_score = pl.time_score(expected, float(self.tau[rep]))
+        reliability = klass.a_reliability[select]
+        scores = pl.Scores(time_score, klass.a_price_score[select], reliability)
+        utility = pl.weigh(scores, self.config.weights)
+        target = self.target[rep]
+        meets = expected <= target if target == target else np.zeros(len(rows), dtype=bool)
+        keyed = utility + self.bonus * meets if target == target else utility
+        price = klass.a_unit_price[select]
         if len(rows) > length:
             kth = np.partition(keyed, len(rows) - length)[len(rows) - length]
             keep = keyed >= kth  # ties with the cut stay; the sort below decides
-            rows, keyed, utility, expected = rows[keep], keyed[keep], utility[keep], expected[keep]
-        klass = self.classes[c]
-        tier = -(keyed > utility).astype(np.float64)  # -1 where the target is met (the bonus is >= 1)
-        order = np.lexsort(
-            (rows, -self.market.reliability[rows], klass.unit_price[rows], expected, -utility, tier)
-        )
+            rows, utility, expected = rows[keep], utility[keep], expected[keep]
+            meets, price, reliability = meets[keep], price[keep], reliability[keep]
+        order = np.lexsort((rows, -reliability, price, expected, -utility, ~meets))
         ranked: Rows = rows[order[:length]]
         return ranked
 
@@ -440,8 +471,7 @@ class _Batch:
         market = self.market
         flops = self.flops[jobs][:, None]
         throughput = market.throughput[rows]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            compute = np.where(flops > 0, flops / throughput, 0.0)
+        compute = _compute(flops, throughput)
         expected = klass.rtt[rows] + self.transfer[jobs][:, None] + self.queue[rows] + compute
         time_score = pl.time_score(expected, self.tau[jobs][:, None])
         utility = pl.weigh(
@@ -458,8 +488,7 @@ class _Batch:
         market = self.market
         flops = self.flops[jobs][:, None]
         throughput = market.throughput[rows]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            compute = np.where(flops > 0, flops / throughput, 0.0)
+        compute = _compute(flops, throughput)
         rtt = klass.rtt[rows]
         queue = self.queue[rows]
         transfer = self.transfer[jobs][:, None]
@@ -542,6 +571,7 @@ class _Batch:
         ok_copy = np.repeat(ok_job, red)
         nodes = cols[assigned[ok_copy]]
         np.subtract.at(self.remaining, nodes, 1)
+        self.consumed = True
         copy_index = np.arange(len(copy_job)) - np.repeat(np.cumsum(red) - red, red)
         self.chosen[copy_job[ok_copy], copy_index[ok_copy]] = nodes
         failed: Ints = window[~ok_job]
@@ -598,25 +628,25 @@ class _Eval:
     price_score: Floats
 
     def row(self, k: int, weights: tuple[float, float, float]) -> _Evaluated:
-        """Job ``k``'s values in the engine's per-candidate form."""
+        """Job ``k``'s values in the engine's per-candidate form (as lists: a few candidates are read)."""
 
-        def at(a: NDArray[Any]) -> NDArray[Any]:
-            row: NDArray[Any] = a[k] if a.shape[0] > 1 else a[0]
-            return row
+        def at(a: NDArray[Any]) -> list[Any]:
+            values: list[Any] = (a[k] if a.shape[0] > 1 else a[0]).tolist()
+            return values
 
         return _Evaluated(
-            utility=self.utility[k],
-            expected=self.expected[k],
+            utility=self.utility[k].tolist(),
+            expected=self.expected[k].tolist(),
             price=at(self.unit_price),
             reliability=at(self.reliability),
-            meets=None if self.meets is None else self.meets[k],
+            meets=None if self.meets is None else self.meets[k].tolist(),
             rtt=at(self.rtt),
             measured=at(self.measured),
             transfer=float(self.transfer[k]),
             queue=at(self.queue),
-            compute=self.compute[k],
+            compute=self.compute[k].tolist(),
             throughput=at(self.throughput),
-            time_score=self.time_score[k],
+            time_score=self.time_score[k].tolist(),
             price_score=at(self.price_score),
             weights=weights,
         )
@@ -643,23 +673,20 @@ class _Builder:
         explored = bool(batch.explore[j] and batch.newcomers[j] > 0)
         explored_row = next((r for r in chosen_rows if batch.newcomer[r]), -1) if explored else -1
         view = chosen_ev.row(k, weights)
-        keyed = view.utility if view.meets is None else view.utility + batch.bonus * view.meets
+        keyed = _keyed(view, batch.bonus)
         order = sorted(
             range(len(chosen_rows)),
-            key=lambda i: (chosen_rows[i] != explored_row, -float(keyed[i]), chosen_rows[i]),
+            key=lambda i: (chosen_rows[i] != explored_row, -keyed[i], chosen_rows[i]),
         )
         chosen = tuple(
             _candidate(batch.market, spec, chosen_rows[i], view, i, explored=chosen_rows[i] == explored_row)
             for i in order
         )
         head_view = head_ev.row(k, weights)
-        head_keyed = (
-            head_view.utility
-            if head_view.meets is None
-            else head_view.utility + batch.bonus * head_view.meets
-        )
+        head_keyed = _keyed(head_view, batch.bonus)
         taken = set(chosen_rows)
-        picks = [int(i) for i in np.argsort(-head_keyed, kind="stable") if int(head[i]) not in taken]
+        ranking = sorted(range(len(head_keyed)), key=lambda i: -head_keyed[i])  # stable: head order on ties
+        picks = [i for i in ranking if int(head[i]) not in taken]
         backups = tuple(
             _candidate(batch.market, spec, int(head[i]), head_view, i, explored=False)
             for i in picks[: batch.config.backups]
@@ -677,6 +704,22 @@ class _Builder:
             applied=explored,
         )
         return _Details(chosen, backups, feasible, counts, references, exploration)
+
+
+def _keyed(view: _Evaluated, bonus: float) -> list[float]:
+    """Utilities plus the target bonus where met (the batch's ranking key) of a row view."""
+    utility: list[float] = view.utility
+    if view.meets is None:
+        return utility
+    return [u + bonus * m for u, m in zip(utility, view.meets, strict=True)]
+
+
+def _compute(flops: Floats, throughput: Floats) -> Floats:
+    """``flops / throughput`` broadcast, 0 for jobs without work (their rows may have no throughput)."""
+    shape = np.broadcast_shapes(flops.shape, throughput.shape)
+    out = np.zeros(shape)
+    np.divide(flops, throughput, out=out, where=flops > 0)
+    return out
 
 
 def _separate_copies(gain: Floats, copy_job: Ints, copy_first: Mask, restrict: Mask, newcomer: Mask) -> None:

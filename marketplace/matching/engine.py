@@ -54,6 +54,7 @@ _VIEW_CACHE_SIZE: Final = 256
 _NO_ROWS: Final = np.zeros(0, dtype=np.intp)
 Rows = NDArray[np.intp]
 Floats = NDArray[np.float64]
+_Values = Any  # float arrays (single placement) or lists of floats (a batch placement's few candidates)
 
 
 class NoCandidateError(MarketError):
@@ -747,21 +748,21 @@ def _run_filters(
 
 @dataclass(frozen=True, slots=True)
 class _Evaluated:
-    """Per-candidate values of the feasible rows (positions index these arrays)."""
+    """Per-candidate values of the feasible rows (positions index these arrays, or lists)."""
 
-    utility: Floats
-    expected: Floats
-    price: Floats
-    reliability: Floats
-    meets: NDArray[np.bool_] | None
-    rtt: Floats
-    measured: NDArray[np.bool_]
+    utility: _Values
+    expected: _Values
+    price: _Values
+    reliability: _Values
+    meets: _Values | None
+    rtt: _Values
+    measured: _Values
     transfer: float
-    queue: Floats
-    compute: Floats
-    throughput: Floats
-    time_score: Floats
-    price_score: Floats
+    queue: _Values
+    compute: _Values
+    throughput: _Values
+    time_score: _Values
+    price_score: _Values
     weights: tuple[float, float, float]
 
 
