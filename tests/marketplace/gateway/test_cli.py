@@ -173,7 +173,7 @@ def served(
     port = _free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
-        f'dev_mode = true\ndata_dir = "state"\nport = {port}\nmax_attempts = 2\n'
+        f'dev_mode = true\ndata_dir = "state"\nport = {port}\nmax_attempts = 2\ncapacity_wait_seconds = 0.5\n'
         f'[chain]\nurl = "{anvil_process.url}"\ndeployment = "deployment.json"\n'
         "[payer]\ndev_account_index = 8\n"
     )
