@@ -25,6 +25,7 @@ from _gateway_support import (
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
+from proxima.marketplace.gateway.auth import sign_request_headers
 from proxima.sdk.logs import _Formatter
 from proxima.sdk.workloads import Tensor, matmul_operands, parse_input
 
@@ -344,6 +345,11 @@ def test_websocket_streams_events_then_the_final_job(tmp_path: Path) -> None:
             assert end["type"] == "end"
             assert end["job"]["status"] == "succeeded"
             assert end["job"]["charged_wei"] == str(UNIT_PRICE)
+
+            path = f"/v1/jobs/{job['id']}/ws"
+            signed = sign_request_headers(gw.client, "GET", path)  # signed websockets: GET, empty body
+            with client.websocket_connect(path, headers=signed) as ws:
+                assert ws.receive_json()["type"] == "queued"
 
             with (
                 pytest.raises(WebSocketDenialResponse) as denied,
