@@ -520,6 +520,9 @@ class _Batch:
     def solve(self, window: Ints) -> Ints:
         """Assign the window's jobs; returns those that did not get all their copies."""
         red = self.redundancy[window]
+        types = self.type_of[window]
+        if types[0] == types[-1] and (types == types[0]).all() and red.max() == 1:
+            return self.solve_simple(window, self.types[int(types[0])])
         copy_job = np.repeat(window, red)
         copy_first = np.ones(len(copy_job), dtype=bool)
         copy_first[1:] = copy_job[1:] != copy_job[:-1]
@@ -575,6 +578,33 @@ class _Batch:
         copy_index = np.arange(len(copy_job)) - np.repeat(np.cumsum(red) - red, red)
         self.chosen[copy_job[ok_copy], copy_index[ok_copy]] = nodes
         failed: Ints = window[~ok_job]
+        return failed
+
+    def solve_simple(self, window: Ints, kind: _Type) -> Ints:
+        """:meth:`solve` for the common window: one type, one copy per job."""
+        candidate = self.config.batch_candidates
+        count = len(window)
+        rows = self.live(kind, count + candidate, count + min(candidate, _REBUILD_MARGIN))
+        explorers = self.explore[window] & (self.newcomers[window] > 0)
+        exploring = int(np.count_nonzero(explorers))
+        if exploring:
+            extra = self.live(kind, exploring + _NEWCOMER_MARGIN, exploring, newcomers=True)
+            rows = np.concatenate((rows, extra[~np.isin(extra, rows)]))
+        if len(rows) == 0:
+            return window
+        value = self.values(window, np.broadcast_to(rows, (count, len(rows))))[0]
+        fits = self.classes[kind.cls].alive_pos[rows][None, :] < self.feasible[window][:, None]
+        gain = np.where(fits, value - _TIE * np.arange(len(rows)), -np.inf)
+        if exploring:
+            gain[np.ix_(np.flatnonzero(explorers), np.flatnonzero(~self.newcomer[rows]))] = -np.inf
+        slots = np.minimum(self.remaining[rows], count)
+        assigned = _assign(gain, np.repeat(np.arange(len(rows)), slots), window)
+        ok = assigned >= 0
+        nodes = rows[assigned[ok]]
+        np.subtract.at(self.remaining, nodes, 1)
+        self.consumed = True
+        self.chosen[window[ok], 0] = nodes
+        failed: Ints = window[~ok]
         return failed
 
     # --- placements ----------------------------------------------------------------------------------------
