@@ -14,24 +14,27 @@ Method (vectorized numpy and scipy's ``linear_sum_assignment``; no loop that pla
    filters are sorted by unit price, so each job's price and budget limits select a prefix (``searchsorted``)
    and prefix sums give every job its exact per-filter counts and feasible count without visiting all offers
    per job.
-2. **Types and shortlists.** Jobs of a class with the same price prefix and latency target whose sizes (FLOP
-   and transfer bytes) fall in the same quarter-octave bucket form a *type*. A type ranks its feasible offers
-   once, with the exact utility of its median-sized job, and keeps a shortlist of twice its copies plus
-   ``batch_candidates`` plus the backups. *Approximation:* which offers a job may get comes from its type's
-   ranking (sizes in a bucket differ by at most 19%); the utilities the assignment maximizes are each job's
-   own.
-3. **Windows.** Jobs are taken in order of scarcity (fewest feasible offers first), then type, then input
-   order, in windows of ``batch_window`` jobs. A window's columns are, per type in it, the first shortlisted
-   offers that still have capacity (the type's copies in the window plus ``batch_candidates``, and newcomers
-   for jobs that explore), each expanded into as many slots as it has capacity left (at most the window's
-   copies); rows are the window's job copies; the cost is minus the job's utility (plus the target bonus).
-   ``linear_sum_assignment`` solves it exactly; copies of one job that land on the same provider are
-   forbidden there and the window is solved again. *Approximation:* each window is optimal given the windows
-   before it, not the whole batch jointly. A shortlist that runs out of offers with capacity is rebuilt
-   (longer) from all feasible offers that still have some.
+2. **Types and shortlists.** Within a class, jobs with and without a latency target are kept apart, split
+   into at most two groups of neighbouring price limits and then into size groups (sorted by FLOP and
+   transfer bytes, one group per 256 jobs, at most 8). Each group is a *type*: it ranks its feasible offers
+   once, with the exact utility of its median-sized job (and that job's target), and keeps a shortlist of
+   twice its copies plus ``batch_candidates`` plus the backups. *Approximation:* which offers a job may get
+   comes from its type's ranking; the utilities the assignment maximizes are each job's own, and every job
+   may take any candidate of its class in its window that fits its own price limits.
+3. **Windows.** Types are taken in order of scarcity (fewest feasible offers first), each type's jobs
+   together in input order, in windows of ``batch_window`` jobs. A window's columns are, per type in it,
+   the first shortlisted offers that still have capacity (its copies in the window plus
+   ``batch_candidates``, and newcomers for jobs that explore), each expanded into as many slots as it has
+   capacity left (at most the window's copies); rows are the window's job copies; the cost is minus the
+   job's utility (plus the target bonus). ``linear_sum_assignment`` solves it exactly (skipped when every
+   copy's best column has room: that is already optimal). The copies of a redundant job get disjoint shares
+   of the columns (copy ``c`` of ``r`` the job's ``c``-th, ``c + r``-th... best), so they land on distinct
+   providers. *Approximation:* each window is optimal given the windows before it, not the whole batch
+   jointly. A shortlist that runs out of offers with capacity is ranked again, longer, from all feasible
+   offers that still have some.
 4. **Retry and errors.** A job that got fewer copies than its redundancy takes nothing and is tried once
-   more after all windows (explored jobs then without the newcomer restriction). Jobs that still cannot be
-   placed, and jobs that no offer could serve, get a
+   more after all windows (explored jobs then without the newcomer restriction, types then ranked within
+   their tightest price limit). Jobs that still cannot be placed, and jobs that no offer could serve, get a
    :class:`~proxima.marketplace.matching.engine.NoCandidateError` in their position; its ``capacity`` count
    includes the capacity the batch itself used up.
 
@@ -690,6 +693,30 @@ class _Builder:
     def __init__(self, batch: _Batch, j: int) -> None:
         self.batch, self.j = batch, j
 
+    def _order(self) -> tuple[list[int], list[int], int, _Evaluated]:
+        """The chosen rows, their order (explored newcomer first, then rank), the explored row, their view."""
+        batch, j = self.batch, self.j
+        w = batch.config.weights
+        _, _, chosen_ev = batch.type_details(int(batch.type_of[j]))
+        chosen_rows = [int(r) for r in batch.chosen[j, : batch.specs[j].redundancy]]
+        explored = bool(batch.explore[j] and batch.newcomers[j] > 0)
+        explored_row = next((r for r in chosen_rows if batch.newcomer[r]), -1) if explored else -1
+        view = chosen_ev.row(int(batch.type_pos[j]), (w.time, w.price, w.reliability))
+        keyed = _keyed(view, batch.bonus)
+        order = sorted(
+            range(len(chosen_rows)),
+            key=lambda i: (chosen_rows[i] != explored_row, -keyed[i], chosen_rows[i]),
+        )
+        return chosen_rows, order, explored_row, view
+
+    def providers(self) -> tuple[Address, ...]:
+        """The chosen providers in order, without building candidates."""
+        batch, j = self.batch, self.j
+        if batch.redundancy[j] == 1:
+            return (batch.market.addresses[int(batch.chosen[j, 0])],)
+        rows, order, _, _ = self._order()
+        return tuple(batch.market.addresses[rows[i]] for i in order)
+
     def __call__(self) -> _Details:
         batch, j = self.batch, self.j
         spec = batch.specs[j]
@@ -698,16 +725,9 @@ class _Builder:
         t = int(batch.type_of[j])
         kind = batch.types[t]
         k = int(batch.type_pos[j])
-        head, head_ev, chosen_ev = batch.type_details(t)
-        chosen_rows = [int(r) for r in batch.chosen[j, : spec.redundancy]]
-        explored = bool(batch.explore[j] and batch.newcomers[j] > 0)
-        explored_row = next((r for r in chosen_rows if batch.newcomer[r]), -1) if explored else -1
-        view = chosen_ev.row(k, weights)
-        keyed = _keyed(view, batch.bonus)
-        order = sorted(
-            range(len(chosen_rows)),
-            key=lambda i: (chosen_rows[i] != explored_row, -keyed[i], chosen_rows[i]),
-        )
+        head, head_ev, _ = batch.type_details(t)
+        chosen_rows, order, explored_row, view = self._order()
+        explored = explored_row >= 0
         chosen = tuple(
             _candidate(batch.market, spec, chosen_rows[i], view, i, explored=chosen_rows[i] == explored_row)
             for i in order

@@ -316,7 +316,12 @@ class Placement:
 
     @property
     def providers(self) -> tuple[Address, ...]:
-        """Addresses of the chosen providers."""
+        """Addresses of the chosen providers, best first (without building the candidates when they were not
+        read yet)."""
+        quick = getattr(self._build, "providers", None) if self._details is None else None
+        if quick is not None:
+            addresses: tuple[Address, ...] = quick()
+            return addresses
         return tuple(c.provider for c in self.chosen)
 
     def explain(self) -> dict[str, Any]:

@@ -88,8 +88,10 @@ def test_batch_redundantCopiesOnDistinctProviders_withinCapacity() -> None:
     capacity = {a: int(snapshot.free_slots[r]) for a, r in snapshot.index.items()}
     specs = [job(n, redundancy=1 + n % 3, client_coordinate=ORIGIN) for n in range(20)]
     results = MatchingEngine().place_batch(specs, snapshot)
+    quick = [r.providers for r in placed(results)]  # before the candidates are built
     used: Counter[Address] = Counter()
-    for r in placed(results):
+    for r, providers in zip(placed(results), quick, strict=True):
+        assert providers == tuple(c.provider for c in r.chosen)
         assert len(set(r.providers)) == r.spec.redundancy
         assert not set(r.providers) & {c.provider for c in r.backups}
         used.update(r.providers)
