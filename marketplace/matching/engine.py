@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _RTT_CACHE_SIZE: Final = 8
 _VIEW_CACHE_SIZE: Final = 256
+_SNAPSHOTS_KEPT: Final = 2
 _NO_ROWS: Final = np.zeros(0, dtype=np.intp)
 Rows = NDArray[np.intp]
 Floats = NDArray[np.float64]
@@ -430,6 +431,7 @@ class MatchingEngine:
         self._rtt_cache: dict[tuple[int, Any], tuple[MarketSnapshot, Floats, NDArray[np.bool_]]] = {}
         self._views: dict[tuple[int, tuple[Any, ...]], _ClassView] = {}
         self._orders: dict[tuple[int, tuple[str, str]], tuple[MarketSnapshot, Rows]] = {}
+        self._recent: list[MarketSnapshot] = []
 
     # --- placement -----------------------------------------------------------------------------------------
 
@@ -673,6 +675,7 @@ class MatchingEngine:
             price_score=pl.price_score(unit_price, medians.unit_price_wei),
         )
         with self._lock:
+            self._remember(snapshot)
             if len(self._views) >= _VIEW_CACHE_SIZE:
                 self._views.pop(next(iter(self._views)))
             self._views[key] = view
@@ -693,10 +696,24 @@ class MatchingEngine:
             order = np.argsort(column.unit_price, kind="stable")
         order.setflags(write=False)
         with self._lock:
+            self._remember(snapshot)
             if len(self._orders) >= _RTT_CACHE_SIZE:
                 self._orders.pop(next(iter(self._orders)))
             self._orders[key] = (snapshot, order)
         return order
+
+    def _remember(self, snapshot: MarketSnapshot) -> None:
+        """Keep derived data of the last :data:`_SNAPSHOTS_KEPT` snapshots only (call with the lock held),
+        so that a gateway rebuilding its snapshot every few seconds does not keep old ones alive."""
+        if any(s is snapshot for s in self._recent):
+            return
+        self._recent.append(snapshot)
+        if len(self._recent) <= _SNAPSHOTS_KEPT:
+            return
+        old = id(self._recent.pop(0))
+        for cache in (self._views, self._orders, self._rtt_cache):
+            for key in [k for k in cache if k[0] == old]:
+                del cache[key]
 
     def _rtts(self, snapshot: MarketSnapshot, spec: JobSpec) -> tuple[Floats, NDArray[np.bool_]]:
         coordinate = spec.client_coordinate
@@ -708,6 +725,7 @@ class MatchingEngine:
         rtt, measured = pl.rtt_seconds(snapshot, coordinate, self.config.default_rtt_s)
         rtt.setflags(write=False)
         with self._lock:
+            self._remember(snapshot)
             if len(self._rtt_cache) >= _RTT_CACHE_SIZE:
                 self._rtt_cache.pop(next(iter(self._rtt_cache)))
             self._rtt_cache[key] = (snapshot, rtt, measured)

@@ -321,3 +321,16 @@ def test_placement_isReadOnly() -> None:
     with pytest.raises(AttributeError, match="read-only"):
         placement.spec = job(2)
     assert "Placement(job=0x" in repr(placement)
+
+
+def test_engine_keepsDerivedDataOfTheLastTwoSnapshotsOnly() -> None:
+    engine = MatchingEngine()
+    offers = [signed_offer(i) for i in range(3)]
+    snapshots = [market(offers) for _ in range(4)]
+    for snapshot in snapshots:
+        engine.place(job(1, client_coordinate=ORIGIN), snapshot)
+        engine.place_batch([job(2, workload="embed")], snapshot)
+    kept = {id(v.market) for v in engine._views.values()}
+    kept |= {id(entry[0]) for entry in engine._orders.values()}
+    kept |= {id(entry[0]) for entry in engine._rtt_cache.values()}
+    assert kept == {id(snapshots[2]), id(snapshots[3])}
