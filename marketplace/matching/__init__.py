@@ -47,6 +47,8 @@ from proxima.marketplace.matching.spec import (
     MatchingConfig,
     Residency,
     Weights,
+    exploration_draw,
+    exploration_draws,
 )
 
 __all__ = [
@@ -76,6 +78,8 @@ __all__ = [
     "SnapshotError",
     "Weights",
     "WorkloadColumn",
+    "exploration_draw",
+    "exploration_draws",
     "predict_rtts",
     "reliability",
     "reliability_arrays",

@@ -88,7 +88,7 @@ class NoCandidateError(MarketError):
         elif removed:
             why = "; ".join(removed)
         else:
-            why = "no filter removed anything"
+            why = "fewer offers than the redundancy asks for"
         super().__init__(
             f"no placement for job 0x{spec.job_id.hex()} ({spec.workload}"
             f"{'/' + spec.model if spec.model else ''}): {feasible} of {considered} offers feasible, "

@@ -205,6 +205,10 @@ class MarketSnapshot:
             raise SnapshotError("reliability must be inside (0, 1)")
         if n and ((self.throughput < 0) | ~np.isfinite(self.throughput)).any():
             raise SnapshotError("throughput must be finite and >= 0")
+        if n and not (np.isfinite(self.vectors).all() and np.isfinite(self.heights).all()):
+            raise SnapshotError("vectors and heights must be finite")
+        if n and (self.heights < 0).any():
+            raise SnapshotError("heights must be >= 0")
         if n and (~np.isnan(self.measured_rtt) & ~(self.measured_rtt > 0)).any():
             raise SnapshotError("measured_rtt must be > 0 or nan")
 

@@ -88,6 +88,8 @@ def test_noCandidate_namesTheFiltersThatRemovedEverything() -> None:
         engine.place(job(1, workload="render"), snapshot)
     with pytest.raises(NoCandidateError, match="1 of 4 offers feasible, 2 distinct provider"):
         engine.place(job(1, redundancy=2, residency=Residency(countries=("FR",))), snapshot)
+    with pytest.raises(NoCandidateError, match="fewer offers than the redundancy asks for"):
+        engine.place(job(1, redundancy=5), snapshot)
     with pytest.raises(NoCandidateError, match="no live offers"):
         engine.place(job(1), market([]))
 

@@ -199,6 +199,8 @@ def test_fromArrays_sortsRows_andDropsExpired() -> None:
         ({"throughput": np.full(4, -1.0)}, "throughput must be finite"),
         ({"addresses": [address(0)] * 4}, "unique and sorted"),
         ({"now": float("inf")}, "now must be finite"),
+        ({"vectors": np.full((4, 2), np.nan)}, "vectors and heights must be finite"),
+        ({"heights": np.full(4, -0.1)}, "heights must be >= 0"),
     ],
 )
 def test_fromArrays_rejectsInconsistentColumns(change: dict[str, object], message: str) -> None:
