@@ -106,7 +106,8 @@ def load_data(shared: Path) -> Data:
     with rtt_path.open() as f:
         for row in csv.DictReader(f):
             for c in (row["cty1"], row["cty2"]):
-                pings[c] = pings.get(c, 0.0) + float(row["rtt_cnt"])
+                if len(c) == 2 and c.isascii() and c.isupper():  # skip "None"/"Unknown" (probes not located)
+                    pings[c] = pings.get(c, 0.0) + float(row["rtt_cnt"])
     centroids: dict[str, tuple[float, float]] = {}
     centroid_path = shared / "country_centroids" / "country_centroids.csv"
     if centroid_path.exists():

@@ -506,6 +506,7 @@ class Dispatcher:
         self._slots: asyncio.Semaphore | None = None
         self._freed = asyncio.Event()
         self._ready = threading.Event()
+        self._started_at = time.monotonic()
 
     # --- life cycle -----------------------------------------------------------------------------------
 
@@ -515,6 +516,7 @@ class Dispatcher:
         Cancelling it cancels the jobs' tasks; their jobs stay unfinished in the store for the next start.
         """
         loop = asyncio.get_running_loop()
+        self._started_at = time.monotonic()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_jobs)
         self._freed = asyncio.Event()
         try:
@@ -522,11 +524,14 @@ class Dispatcher:
                 self._group = group
                 self._loop = loop
                 self._finish_ledger()
-                resumed = [job.id for job in self.store.unfinished()]
-                if resumed:
-                    # After a restart the offer book starts empty: resuming at once would find no provider
-                    # (not even the one a stored request was sent to), so give the gossip time to refill it.
-                    await self._market_warm(self.settings.capacity_wait_s)
+                unfinished = self.store.unfinished()
+                resumed = [job.id for job in unfinished]
+                in_flight = {a.provider for job in unfinished for a in job.attempts if a.outcome == "running"}
+                if in_flight:
+                    # After a restart the offer book starts empty: resuming at once would find neither the
+                    # providers the stored requests went to nor their backups. Give the gossip time to bring
+                    # back at least those providers' offers.
+                    await self._market_warm(in_flight, self.settings.capacity_wait_s)
                 for job_id in resumed:
                     self._start(job_id)
                 self._drain()
@@ -872,17 +877,19 @@ class Dispatcher:
         )
         return placement
 
-    async def _market_warm(self, timeout: float) -> None:
-        """Until the market shows at least one live offer, at most ``timeout`` seconds."""
+    async def _market_warm(self, providers: set[Address], timeout: float) -> None:
+        """Until the market holds a live offer of each of ``providers``, at most ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if len(self.market.snapshot()) > 0:
-                    return
-            except MarketError:
-                pass
-            await asyncio.sleep(_CAPACITY_POLL_S)
-        log.warning("no live offers yet; resuming jobs anyway", extra={"waited_s": timeout})
+        missing = set(providers)
+        while missing and time.monotonic() < deadline:
+            missing = {p for p in missing if self.market.offer(p) is None}
+            if missing:
+                await asyncio.sleep(_CAPACITY_POLL_S)
+        if missing:
+            log.warning(
+                "resuming jobs without the offers of some of their providers",
+                extra={"missing": sorted(missing), "waited_s": timeout},
+            )
 
     async def _slot_freed(self, timeout: float) -> None:
         """Until a job releases its slot hold here, at most ``timeout`` seconds."""
@@ -1159,6 +1166,11 @@ class Dispatcher:
                     "interrupted", f"the stored request is unreadable: {err}", provider_fault=False
                 ) from err
             offer = self.market.offer(provider)
+            deadline = self._started_at + self.settings.capacity_wait_s
+            while offer is None and time.monotonic() < deadline:
+                # Just restarted: the provider's offer may not have reached the rebuilt offer book yet.
+                await asyncio.sleep(_CAPACITY_POLL_S)
+                offer = self.market.offer(provider)
             if offer is None:
                 raise _Failure("offer_gone", f"{provider} has no live offer any more")
             issued: IssuedVoucher | None = None
