@@ -22,22 +22,19 @@ Job life cycle (``committed`` and ``settled`` are for escrow jobs only)::
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self, get_args
+from typing import Literal, get_args
 
 from eth_utils.address import is_address, to_checksum_address
 
 from proxima.node.errors import NodeError
 from proxima.sdk.eip712 import Signature, SignedMessage, Voucher
+from proxima.sdk.sqlite import SqliteStore
 from proxima.sdk.types import Address
 
 __all__ = [
@@ -458,7 +455,7 @@ class _Client:
     exists: bool = field(default=False)
 
 
-class NodeStore:
+class NodeStore(SqliteStore):
     """The node's SQLite database.
 
     Args:
@@ -471,83 +468,19 @@ class NodeStore:
         StoreError: If the file is not a usable SQLite database.
     """
 
+    label = "node database"
+    migrations = _MIGRATIONS
+
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
         self._clock = clock
-        self._lock = threading.RLock()
-        try:
-            # Job inputs and outputs are the clients' data: the file (and SQLite's -wal/-shm files, which
-            # copy its mode) is readable by the node's user only.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as err:
-            raise StoreError(f"{self.path}: cannot create the node database: {err}") from err
-        try:
-            self._conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            self._conn.row_factory = sqlite3.Row
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path}: cannot open the node database: {err}") from err
-        log.debug("store opened", extra={"path": str(self.path), "journal_mode": mode})
+        # Job inputs and outputs are the clients' data: the file is readable by the node's user only.
+        super().__init__(path)
 
-    # --- plumbing ------------------------------------------------------------------------------------
+    def _open_error(self, message: str) -> StoreError:
+        return StoreError(message)
 
-    def close(self) -> None:
-        """Close the database (pending nothing: every change was already committed)."""
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"NodeStore({str(self.path)!r})"
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed when the block exits, rolled back if it raises."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self._conn.execute(sql, params).fetchall())
-
-    def _migrate(self) -> None:
-        with self._tx() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-                current = 0
-            else:
-                current = int(row["version"])
-            if current > SCHEMA_VERSION:
-                raise SchemaVersionError(self.path, current, SCHEMA_VERSION)
-            for version in range(current, SCHEMA_VERSION):
-                _MIGRATIONS[version](conn)
-                log.info("store schema migrated", extra={"path": str(self.path), "version": version + 1})
-            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-
-    @property
-    def schema_version(self) -> int:
-        """The schema version of the open database."""
-        return int(self._read("SELECT version FROM schema_version")[0]["version"])
+    def _newer_error(self, found: int, supported: int) -> SchemaVersionError:
+        return SchemaVersionError(self.path, found, supported)
 
     # --- jobs ----------------------------------------------------------------------------------------
 
@@ -557,7 +490,7 @@ class NodeStore:
         Raises:
             DuplicateJobError: If a job with this id was ever accepted.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._insert_job(conn, job)
         log.info(
             "job accepted",
@@ -625,7 +558,7 @@ class NodeStore:
             UnknownJobError: If there is no such job.
             InvalidTransitionError: If it is not accepted or running.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._transition(conn, job_id, JobState.RUNNING)
 
     def complete_job(
@@ -642,7 +575,7 @@ class NodeStore:
         _check_bytes("receipt_signature", receipt_signature, 65)
         if output is not None and not isinstance(output, bytes):
             raise InvalidRecordError("output", f"must be bytes, got {type(output).__name__}")
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._transition(
                 conn,
                 job_id,
@@ -660,13 +593,13 @@ class NodeStore:
             UnknownJobError: If there is no such job.
             InvalidTransitionError: If it already failed or was settled.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._transition(conn, job_id, JobState.FAILED, error=reason)
         log.warning("job failed", extra={"job_id": job_id.hex(), "reason": reason})
 
     def job(self, job_id: bytes) -> StoredJob | None:
         """The job with this id, or ``None``."""
-        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))  # noqa: S608
+        rows = self.read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))  # noqa: S608
         return _job_from_row(rows[0]) if rows else None
 
     def jobs(self, states: Iterable[JobState] | None = None, *, limit: int | None = None) -> list[StoredJob]:
@@ -681,11 +614,11 @@ class NodeStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [_job_from_row(r) for r in self._read(sql, params)]
+        return [_job_from_row(r) for r in self.read(sql, params)]
 
     def unfinished_jobs(self) -> list[AcceptedJob]:
         """Jobs accepted but not finished (``accepted`` or ``running``), oldest first: run them again."""
-        rows = self._read(
+        rows = self.read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY created_at, rowid",  # noqa: S608
             [s.value for s in _UNFINISHED],
         )
@@ -693,7 +626,7 @@ class NodeStore:
 
     def pending_commits(self) -> list[StoredJob]:
         """Completed escrow jobs whose result is not committed on chain yet, earliest deadline first."""
-        rows = self._read(
+        rows = self.read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'completed' AND payment = 'escrow' "  # noqa: S608
             "ORDER BY delivery_deadline, created_at"
         )
@@ -707,7 +640,7 @@ class NodeStore:
         if now is not None:
             sql += " AND (challenge_ends_at IS NULL OR challenge_ends_at < ?)"
             params.append(int(now))
-        return [_job_from_row(r) for r in self._read(sql + " ORDER BY challenge_ends_at", params)]
+        return [_job_from_row(r) for r in self.read(sql + " ORDER BY challenge_ends_at", params)]
 
     def mark_committed(
         self,
@@ -723,7 +656,7 @@ class NodeStore:
             UnknownJobError: If there is no such job.
             InvalidTransitionError: If it is not a completed escrow job.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._transition(
                 conn,
                 job_id,
@@ -736,7 +669,7 @@ class NodeStore:
 
     def mark_settled(self, job_id: bytes, tx_hash: bytes | None, *, gas_used: int | None = None) -> None:
         """The escrow job was paid out (by this node's ``releasePayment`` or otherwise when ``None``)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._transition(conn, job_id, JobState.SETTLED, allowed_payment="escrow", settle_tx=tx_hash)
             self._insert_tx(conn, "release", tx_hash, job_id=job_id, gas_used=gas_used)
 
@@ -813,7 +746,7 @@ class NodeStore:
         client = _checked_address("voucher client", v.client)
         if job is not None and job.client != client:
             raise InvalidRecordError("job", f"its client {job.client} did not sign this voucher ({client})")
-        with self._tx() as conn:
+        with self.transaction() as conn:
             state = self._raise_redeemed(conn, client, *redeemed)
             latest_jobs = max(state.latest_jobs, state.redeemed_jobs)
             latest_amount = max(state.latest_amount, state.redeemed_amount)
@@ -859,12 +792,12 @@ class NodeStore:
         """The client's latest voucher and redeemed totals, or ``None`` if it never paid by voucher."""
         client = _checked_address("client", client)
         with self._lock:
-            rows = self._read(
+            rows = self.read(
                 "SELECT redeemed_amount, redeemed_jobs FROM voucher_accounts WHERE client = ?", (client,)
             )
             if not rows:
                 return None
-            latest = self._read(
+            latest = self.read(
                 "SELECT * FROM vouchers WHERE client = ? ORDER BY cumulative_jobs DESC LIMIT 1", (client,)
             )
         return VoucherAccount(
@@ -876,14 +809,14 @@ class NodeStore:
 
     def voucher_accounts(self) -> list[VoucherAccount]:
         """Every client's voucher account."""
-        clients = [r["client"] for r in self._read("SELECT client FROM voucher_accounts ORDER BY client")]
+        clients = [r["client"] for r in self.read("SELECT client FROM voucher_accounts ORDER BY client")]
         return [a for a in (self.voucher_account(c) for c in clients) if a is not None]
 
     def vouchers_of(self, client: str) -> list[SignedMessage[Voucher]]:
         """Every voucher accepted from ``client``, oldest first (older ones can still be redeemed when the
         client's deposit no longer covers the latest)."""
         client = _checked_address("client", client)
-        rows = self._read("SELECT * FROM vouchers WHERE client = ? ORDER BY cumulative_jobs", (client,))
+        rows = self.read("SELECT * FROM vouchers WHERE client = ? ORDER BY cumulative_jobs", (client,))
         return [_voucher_from_row(r) for r in rows]
 
     def unredeemed_vouchers(self) -> list[SignedMessage[Voucher]]:
@@ -895,7 +828,7 @@ class NodeStore:
     ) -> None:
         """These vouchers are redeemed on chain (by ``tx_hash``, or found so when ``None``)."""
         items = list(vouchers)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             for v in items:
                 self._raise_redeemed(
                     conn, _checked_address("voucher client", v.client), v.cumulative_amount, v.cumulative_jobs
@@ -936,14 +869,14 @@ class NodeStore:
                 detail=r["detail"],
                 created_at=r["created_at"],
             )
-            for r in self._read(sql + " ORDER BY id", params)
+            for r in self.read(sql + " ORDER BY id", params)
         ]
 
     def record_attestation(
         self, epoch: int, nonce: int, measurements: int, tx_hash: bytes, *, gas_used: int | None = None
     ) -> None:
         """An attestation batch was submitted."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO attestations (epoch, nonce, measurements, tx_hash, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -961,7 +894,7 @@ class NodeStore:
                 tx_hash=r["tx_hash"],
                 created_at=r["created_at"],
             )
-            for r in self._read("SELECT * FROM attestations ORDER BY id")
+            for r in self.read("SELECT * FROM attestations ORDER BY id")
         ]
 
     # --- summary -------------------------------------------------------------------------------------
@@ -971,7 +904,7 @@ class NodeStore:
         counts = dict.fromkeys(JobState, 0)
         escrow: dict[JobState, int] = dict.fromkeys(JobState, 0)
         with self._lock:
-            for row in self._read("SELECT state, payment, price FROM jobs"):
+            for row in self.read("SELECT state, payment, price FROM jobs"):
                 state = JobState(row["state"])
                 counts[state] += 1
                 if row["payment"] == "escrow":

@@ -28,24 +28,22 @@ import builtins
 import contextlib
 import json
 import logging
-import os
 import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Literal, Self, get_args
+from typing import Any, Final, Literal, get_args
 
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
 
 from proxima.marketplace.errors import MarketError
+from proxima.sdk.sqlite import SqliteStore
 from proxima.sdk.types import Address
 from proxima.sdk.workloads import WorkloadSpecError, canonical_json, parse_input
 
@@ -424,7 +422,7 @@ def _clip(text: str) -> str:
 # --- the store -------------------------------------------------------------------------------------------
 
 
-class JobStore:
+class JobStore(SqliteStore):
     """The gateway's SQLite job database.
 
     Args:
@@ -436,88 +434,20 @@ class JobStore:
         SchemaVersionError: If it was written by a newer gateway.
     """
 
+    label = "job database"
+    migrations = _MIGRATIONS
+
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
         self._clock = clock
-        self._lock = threading.RLock()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._waiters_lock = threading.Lock()
-        try:
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            os.chmod(self.path, 0o600)
-        except OSError as err:
-            raise JobStoreError(f"{self.path}: cannot create the job database: {err}") from err
-        try:
-            self._conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except sqlite3.DatabaseError as err:
-            raise JobStoreError(f"{self.path}: cannot open the job database: {err}") from err
-        log.debug("job store opened", extra={"path": str(self.path)})
+        super().__init__(path)
 
-    # --- plumbing ------------------------------------------------------------------------------------
+    def _open_error(self, message: str) -> JobStoreError:
+        return JobStoreError(message)
 
-    def close(self) -> None:
-        """Close the database (every change was already committed)."""
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"JobStore({str(self.path)!r})"
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed when the block exits, rolled back if it raises.
-
-        For the gateway's own modules (payer, cache) that keep their tables in this file.
-        """
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def read(self, sql: str, params: Sequence[object] = ()) -> builtins.list[sqlite3.Row]:
-        """Rows of one read query (for the gateway's own modules)."""
-        with self._lock:
-            return list(self._conn.execute(sql, params).fetchall())
-
-    def _migrate(self) -> None:
-        with self.transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-                current = 0
-            else:
-                current = int(row["version"])
-            if current > SCHEMA_VERSION:
-                raise SchemaVersionError(self.path, current, SCHEMA_VERSION)
-            for version in range(current, SCHEMA_VERSION):
-                _MIGRATIONS[version](conn)
-                log.info("job store schema migrated", extra={"path": str(self.path), "version": version + 1})
-            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-
-    @property
-    def schema_version(self) -> int:
-        """The schema version of the open database."""
-        return int(self.read("SELECT version FROM schema_version")[0]["version"])
+    def _newer_error(self, found: int, supported: int) -> SchemaVersionError:
+        return SchemaVersionError(self.path, found, supported)
 
     # --- events --------------------------------------------------------------------------------------
 
