@@ -28,7 +28,6 @@ from multiaddr import Multiaddr
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -39,6 +38,7 @@ from pydantic import (
 
 from proxima.node.errors import ConfigError
 from proxima.sdk.chain.devnet import DEFAULT_DEPLOYMENT_PATH
+from proxima.sdk.units import WeiAmount
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -72,9 +72,6 @@ DEFAULT_PRICES: dict[str, int] = {
 }
 """Development unit prices in wei per billing unit of each workload."""
 
-_WEI_UNITS = {"wei": 0, "gwei": 9, "ether": 18, "eth": 18}
-_WEI_TEXT = re.compile(r"^\s*(\d+)(?:\.(\d+))?\s*([a-z]+)?\s*$", re.IGNORECASE)
-_UINT256_MAX = 2**256 - 1
 _TOML_INT_MAX = 2**63 - 1
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _WORKLOAD = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -110,27 +107,7 @@ class ConfigFileError(ConfigError):
         super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
 
 
-def _parse_wei(value: Any) -> Any:
-    """Accept an int or a decimal string with an optional unit (wei, gwei, ether); reject floats and bools."""
-    if isinstance(value, bool):
-        raise ValueError("expected an amount in wei, got a boolean")
-    if isinstance(value, float):
-        raise ValueError(
-            "write wei amounts as an integer or a string such as '1.5 ether' (floats lose precision)"
-        )
-    if isinstance(value, str):
-        match = _WEI_TEXT.match(value)
-        unit = (match.group(3) or "wei").lower() if match else ""
-        if match is None or unit not in _WEI_UNITS:
-            raise ValueError(f"{value!r} is not an amount like '1000', '20 gwei' or '1.5 ether'")
-        whole, fraction, decimals = match.group(1), match.group(2) or "", _WEI_UNITS[unit]
-        if fraction[decimals:].strip("0"):
-            raise ValueError(f"{value!r} is not a whole number of wei")
-        return int(whole) * 10**decimals + int(fraction[:decimals].ljust(decimals, "0") or "0")
-    return value
-
-
-Wei = Annotated[int, BeforeValidator(_parse_wei), Field(ge=0, le=_UINT256_MAX)]
+Wei = WeiAmount
 """An amount in wei (0 .. 2**256 - 1)."""
 
 Seconds = Annotated[float, Field(gt=0, le=365 * 86_400)]

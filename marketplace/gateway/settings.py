@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -47,6 +46,7 @@ from proxima.marketplace.errors import MarketConfigError
 from proxima.marketplace.matching.spec import MatchingConfig
 from proxima.sdk.chain.devnet import DEFAULT_DEPLOYMENT_PATH
 from proxima.sdk.p2p import InvalidMultiaddrError, parse_bootstrap, parse_multiaddr
+from proxima.sdk.units import WeiAmount, parse_wei
 
 __all__ = [
     "ENV_PREFIX",
@@ -65,9 +65,6 @@ __all__ = [
 ENV_PREFIX = "PROXIMA_GATEWAY_"
 """Prefix of the environment variables that set gateway settings."""
 
-_WEI_UNITS = {"wei": 0, "gwei": 9, "ether": 18, "eth": 18}
-_WEI_TEXT = re.compile(r"^\s*(\d+)(?:\.(\d+))?\s*([a-z]+)?\s*$", re.IGNORECASE)
-_UINT256_MAX = 2**256 - 1
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -89,40 +86,6 @@ class SettingsError(MarketConfigError):
         prefix = f"{source}: " if source is not None else ""
         super().__init__("\n".join(f"{prefix}{problem}" for problem in problems))
 
-
-def parse_wei(value: Any) -> Any:
-    """Accept an int or a decimal string with an optional unit (wei, gwei, ether); refuse floats and bools.
-
-    Args:
-        value: What the file or environment held.
-
-    Returns:
-        The amount in wei (an int), or ``value`` unchanged when it is neither a string nor a number (for
-        pydantic to refuse).
-
-    Raises:
-        ValueError: If the value is a float, a bool, or text that is not an amount.
-    """
-    if isinstance(value, bool):
-        raise ValueError("expected an amount in wei, got a boolean")
-    if isinstance(value, float):
-        raise ValueError(
-            "write wei amounts as an integer or a string such as '0.1 ether' (floats lose precision)"
-        )
-    if isinstance(value, str):
-        match = _WEI_TEXT.match(value)
-        unit = (match.group(3) or "wei").lower() if match else ""
-        if match is None or unit not in _WEI_UNITS:
-            raise ValueError(f"{value!r} is not an amount like '1000', '20 gwei' or '0.1 ether'")
-        whole, fraction, decimals = match.group(1), match.group(2) or "", _WEI_UNITS[unit]
-        if fraction[decimals:].strip("0"):
-            raise ValueError(f"{value!r} is not a whole number of wei")
-        return int(whole) * 10**decimals + int(fraction[:decimals].ljust(decimals, "0") or "0")
-    return value
-
-
-WeiAmount = Annotated[int, BeforeValidator(parse_wei), Field(ge=0, le=_UINT256_MAX)]
-"""An amount in wei (0 .. 2**256 - 1), given as an integer or a string with an optional unit."""
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 
