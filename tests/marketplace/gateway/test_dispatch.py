@@ -4,7 +4,6 @@ refusing provider, a provider that never answers, the result cache, cancellation
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from _dispatch_support import (
     Net,
     ProviderWorld,
     StaticMarket,
-    anvil_net,
     price_of,
     seeded,
 )
@@ -26,33 +24,10 @@ from proxima.marketplace.gateway.dispatch import DispatchSettings
 from proxima.marketplace.gateway.jobstore import EventType, JobStatus
 from proxima.marketplace.gateway.payer import VoucherOutcome
 from proxima.node.store import NodeStore
-from proxima.sdk.chain import SnapshotId
 from proxima.sdk.eip712 import JobReceipt, recover_signer
 from proxima.sdk.workloads import MatmulInput, MatmulOutput, matmul_operands
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture(scope="module")
-def _module_net() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with anvil_net() as pair:
-        yield pair
-
-
-@pytest.fixture
-def net(_module_net: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    net, snapshot = _module_net
-    try:
-        yield net
-    finally:
-        net.chain.revert(snapshot[0])
-        snapshot[0] = net.chain.snapshot()
-
-
-@pytest.fixture
-def world(net: Net, tmp_path: Path) -> Iterator[ProviderWorld]:
-    with ProviderWorld(net, tmp_path) as world:
-        yield world
 
 
 def gateway(net: Net, world: ProviderWorld, tmp_path: Path, **settings: float) -> Gateway:

@@ -5,11 +5,10 @@ committed its result; a provider that fails after the escrow was opened is claim
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _dispatch_support import CrashingMatmul, Gateway, Net, ProviderWorld, StaticMarket, anvil_net, seeded
+from _dispatch_support import CrashingMatmul, Gateway, Net, ProviderWorld, StaticMarket, seeded
 
 from proxima.marketplace.chainstate import ChainState
 from proxima.marketplace.gateway.dispatch import DispatchSettings
@@ -18,35 +17,12 @@ from proxima.node.duties import ChainDuties
 from proxima.node.jobserver import JobLimits, QuotePolicy
 from proxima.node.store import NodeStore
 from proxima.sdk.bindings import JobStatus as ChainJobStatus
-from proxima.sdk.chain import SnapshotId
 
 pytestmark = pytest.mark.anvil
 
 # Quotes due 60 + 20 + 1 + 60 = 141 s after they are made.
 QUOTES = QuotePolicy(quote_ttl=60, delivery_margin=60, challenge_window=60)
 LIMITS = JobLimits(max_concurrency=2, max_queue=4, read_timeout=5, job_timeout=20)
-
-
-@pytest.fixture(scope="module")
-def _module_net() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with anvil_net() as pair:
-        yield pair
-
-
-@pytest.fixture
-def net(_module_net: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    net, snapshot = _module_net
-    try:
-        yield net
-    finally:
-        net.chain.revert(snapshot[0])
-        snapshot[0] = net.chain.snapshot()
-
-
-@pytest.fixture
-def world(net: Net, tmp_path: Path) -> Iterator[ProviderWorld]:
-    with ProviderWorld(net, tmp_path) as world:
-        yield world
 
 
 def gateway(net: Net, world: ProviderWorld, tmp_path: Path) -> Gateway:

@@ -8,7 +8,6 @@ dispatcher does about it. Everything else is real.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from _dispatch_support import (
     Net,
     ProviderWorld,
     StaticMarket,
-    anvil_net,
     price_of,
     seeded,
 )
@@ -29,35 +27,12 @@ from proxima.marketplace.chainstate import ChainState
 from proxima.marketplace.gateway.dispatch import DispatchSettings
 from proxima.marketplace.gateway.health import BreakerState
 from proxima.marketplace.gateway.jobstore import JobStatus
-from proxima.sdk.chain import SnapshotId
 from proxima.sdk.jobs import JobRequest, JobResult, Quote, QuoteRequest
 from proxima.sdk.offers import Offer
 from proxima.sdk.types import Address
 from proxima.sdk.workloads import MatmulOutput, Tensor
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture(scope="module")
-def _module_net() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with anvil_net() as pair:
-        yield pair
-
-
-@pytest.fixture
-def net(_module_net: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    net, snapshot = _module_net
-    try:
-        yield net
-    finally:
-        net.chain.revert(snapshot[0])
-        snapshot[0] = net.chain.snapshot()
-
-
-@pytest.fixture
-def world(net: Net, tmp_path: Path) -> Iterator[ProviderWorld]:
-    with ProviderWorld(net, tmp_path) as world:
-        yield world
 
 
 class TamperingRunner:

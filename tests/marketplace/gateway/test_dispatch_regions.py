@@ -5,41 +5,17 @@ region fails with a clear error instead of moving; after the cool-down one trial
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _dispatch_support import Gateway, Net, ProviderWorld, StaticMarket, anvil_net, seeded
+from _dispatch_support import Gateway, Net, ProviderWorld, StaticMarket, seeded
 
 from proxima.marketplace.chainstate import ChainState
 from proxima.marketplace.gateway.dispatch import DispatchSettings
 from proxima.marketplace.gateway.health import BreakerState, HealthSettings
 from proxima.marketplace.gateway.jobstore import EventType, JobStatus
-from proxima.sdk.chain import SnapshotId
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture(scope="module")
-def _module_net() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with anvil_net() as pair:
-        yield pair
-
-
-@pytest.fixture
-def net(_module_net: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    net, snapshot = _module_net
-    try:
-        yield net
-    finally:
-        net.chain.revert(snapshot[0])
-        snapshot[0] = net.chain.snapshot()
-
-
-@pytest.fixture
-def world(net: Net, tmp_path: Path) -> Iterator[ProviderWorld]:
-    with ProviderWorld(net, tmp_path) as world:
-        yield world
 
 
 def test_a_dark_region_shifts_jobs_to_the_next_region_and_never_breaks_residency(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from _dispatch_support import (
     Net,
     ProviderWorld,
     StaticMarket,
-    anvil_net,
     price_of,
     seeded,
 )
@@ -34,33 +32,10 @@ from proxima.marketplace.gateway.dispatch import DispatchSettings
 from proxima.marketplace.gateway.jobstore import JobStatus
 from proxima.node.jobserver import JobLimits
 from proxima.node.store import JobState, NodeStore
-from proxima.sdk.chain import SnapshotId
 from proxima.sdk.jobclient import JobRejectedError
 from proxima.sdk.jobs import ErrorCode, JobRequest, sign_request
 
 pytestmark = pytest.mark.anvil
-
-
-@pytest.fixture(scope="module")
-def _module_net() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with anvil_net() as pair:
-        yield pair
-
-
-@pytest.fixture
-def net(_module_net: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    net, snapshot = _module_net
-    try:
-        yield net
-    finally:
-        net.chain.revert(snapshot[0])
-        snapshot[0] = net.chain.snapshot()
-
-
-@pytest.fixture
-def world(net: Net, tmp_path: Path) -> Iterator[ProviderWorld]:
-    with ProviderWorld(net, tmp_path) as world:
-        yield world
 
 
 def wait_completed(path: Path, job_id: str, timeout: float = 20.0) -> None:
@@ -150,7 +125,7 @@ def test_an_old_resent_request_is_refused_by_the_node_and_re_signed(
     async def before() -> str:
         async with first.running():
             job_id = first.submit(seeded(32))
-            await asyncio.to_thread(hanging.entered.wait, 10)
+            assert await asyncio.to_thread(hanging.entered.wait, 30), "the node never started the job"
             return job_id
 
     job_id = asyncio.run(before())

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _dispatch_support import GATEWAY_DEPOSIT, Net, anvil_net
+from _dispatch_support import GATEWAY_DEPOSIT, Net
 
 from proxima.marketplace.gateway.jobstore import JobStore
 from proxima.marketplace.gateway.payer import (
@@ -20,7 +20,6 @@ from proxima.marketplace.gateway.payer import (
     VoucherOutcome,
     is_stale_voucher,
 )
-from proxima.sdk.chain import SnapshotId
 from proxima.sdk.eip712 import JobTerms, LocalSigner, recover_signer
 from proxima.sdk.jobs import ErrorCode, sign_quote
 from proxima.sdk.workloads import parse_input, spec_hash
@@ -29,22 +28,6 @@ pytestmark = pytest.mark.anvil
 
 PRICE = 10**12
 SPEC = spec_hash("matmul", parse_input("matmul", {"seed": 1, "m": 4, "k": 4, "n": 4, "dtype": "float64"}))
-
-
-@pytest.fixture(scope="module")
-def _module_net() -> Iterator[tuple[Net, list[SnapshotId]]]:
-    with anvil_net() as pair:
-        yield pair
-
-
-@pytest.fixture
-def net(_module_net: tuple[Net, list[SnapshotId]]) -> Iterator[Net]:
-    net, snapshot = _module_net
-    try:
-        yield net
-    finally:
-        net.chain.revert(snapshot[0])
-        snapshot[0] = net.chain.snapshot()
 
 
 @pytest.fixture
