@@ -47,6 +47,7 @@ __all__ = [
     "ChainConfig",
     "ConfigFileError",
     "DeviceSetting",
+    "FaultsConfig",
     "LimitsConfig",
     "Location",
     "MetricsConfig",
@@ -280,6 +281,20 @@ class MetricsConfig(_Section):
         return value
 
 
+class FaultsConfig(_Section):
+    """Fault injection, for demos and tests only: a node that cheats on purpose (``proxima.node.faults``).
+
+    Attributes:
+        wrong_matmul_rate: Share of matmul jobs answered with a falsified product (and a receipt signed for
+            it), 0..1; 0 (the default) is an honest node. Clients and verifiers catch it and the node is
+            slashed.
+        seed: Decides, with each job id, which jobs are falsified (same seed and job: same answer).
+    """
+
+    wrong_matmul_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+
+
 class NodeConfig(_Section):
     """Everything a provider node needs besides its key.
 
@@ -299,6 +314,7 @@ class NodeConfig(_Section):
         limits: Per-request bounds.
         settlement: Vouchers and escrow timing.
         metrics: Prometheus endpoint.
+        faults: Fault injection (demos and tests; off by default).
     """
 
     data_dir: Annotated[Path, Field(strict=False)]
@@ -315,6 +331,7 @@ class NodeConfig(_Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     settlement: SettlementConfig = Field(default_factory=SettlementConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @field_validator("data_dir", "keystore")
     @classmethod
@@ -465,6 +482,8 @@ def save_config(config: NodeConfig, path: Path) -> None:
     path = Path(path)
     folder = path.absolute().parent
     data = config.model_dump(mode="python", exclude_none=True)
+    if config.faults == FaultsConfig():
+        del data["faults"]  # fault injection is for demos and tests: not written unless set
     data = _to_toml(data, folder)
     text = "# Proxima node configuration; see `proxima-node --help`. No secrets here.\n" + tomli_w.dumps(data)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -37,6 +37,7 @@ from libp2p.exceptions import BaseLibp2pError
 from pydantic import BaseModel
 
 from proxima.node.errors import NodeError
+from proxima.node.faults import FaultInjector
 from proxima.node.metrics import NodeMetrics
 from proxima.node.payments import PaymentChecker, PaymentError
 from proxima.node.store import AcceptedJob, DuplicateJobError, JobState, NodeStore
@@ -274,6 +275,8 @@ class JobServer:
         prices: Wei per billing unit, by workload; every workload served needs a positive price.
         quotes: Escrow terms policy.
         clock: Wall-clock time (unix seconds).
+        faults: Fault injection (demos and tests): falsifies a share of matmul results, receipts signed for
+            the falsified output, as a dishonest node would.
 
     Raises:
         JobServerError: If a workload has no positive price, or the quote policy does not fit the escrow
@@ -294,6 +297,7 @@ class JobServer:
         *,
         quotes: QuotePolicy | None = None,
         clock: Callable[[], float] = time.time,
+        faults: FaultInjector | None = None,
     ) -> None:
         prices = dict(prices or {})
         for name in workloads:
@@ -312,6 +316,7 @@ class JobServer:
         self.prices = prices
         self.quotes = quotes or QuotePolicy()
         self._clock = clock
+        self.faults = faults if faults is not None and faults.active else None
         self.quotes.check(payments.contracts.escrow, self.limits.job_timeout)
         self._compute = trio.CapacityLimiter(self.limits.max_concurrency)
         self._chain = trio.CapacityLimiter(self.limits.chain_concurrency)
@@ -805,6 +810,8 @@ class JobServer:
             finished = time.perf_counter()
         finally:
             trio.from_thread.run_sync(self._set_running, -1)
+        if self.faults is not None:
+            output = self.faults.apply(job.workload, job.job_id, output)
         queue_s, compute_s = started - entry.admitted_at, finished - started
         self._mean_compute = 0.8 * self._mean_compute + 0.2 * compute_s
         receipt = JobReceipt(

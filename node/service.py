@@ -38,6 +38,7 @@ from proxima.node.config import NodeConfig
 from proxima.node.coordinates import CoordinateService
 from proxima.node.duties import ChainDuties, DutySettings
 from proxima.node.errors import NodeError
+from proxima.node.faults import FaultInjector
 from proxima.node.hardware import HardwareProfile, probe_hardware, select_device
 from proxima.node.identity import NodeIdentity
 from proxima.node.jobserver import JobLimits, JobServer
@@ -280,6 +281,24 @@ class ProviderNode:
         self.status: NodeStatus | None = None
         self.book = OfferBook()
         self._stop = trio.Event()
+        self._faults: FaultInjector | None = None
+
+    def _fault_injector(self) -> FaultInjector | None:
+        """The configured fault injection, announced loudly; None for an honest node (the default)."""
+        faults = self.config.faults
+        if faults.wrong_matmul_rate <= 0:
+            return None
+        log.warning(
+            "FAULT INJECTION ON: this node answers a share of matmul jobs with wrong results and signs them; "
+            "it will be caught and slashed. For demos and tests only",
+            extra={
+                "fault_injection": True,
+                "wrong_matmul_rate": faults.wrong_matmul_rate,
+                "seed": faults.seed,
+                "address": self.identity.address,
+            },
+        )
+        return FaultInjector(faults.wrong_matmul_rate, faults.seed)
 
     def stop(self) -> None:
         """Ask a running node to drain and exit (what SIGINT does)."""
@@ -292,6 +311,7 @@ class ProviderNode:
             NodeError: And its subclasses, for start-up problems the operator must fix (funding, config).
         """
         config, identity = self.config, self.identity
+        self._faults = self._fault_injector()
         log.info("probing hardware")
         hardware = await trio.to_thread.run_sync(probe_hardware)
         device = select_device(config.device, hardware)
@@ -418,6 +438,7 @@ class ProviderNode:
             limits,
             metrics,
             dict(config.prices),
+            faults=self._faults,
         )
 
         def remote_coordinate(peer_id: bytes) -> VivaldiCoordinate | None:
