@@ -51,6 +51,7 @@ class DeployParameters(BaseModel):
     max_challenge_window: int = Field(default=_DAY, ge=0)
     withdrawal_delay: int = Field(default=_DAY, ge=0)
     equivocation_slash_bps: int = Field(default=5_000, gt=0, le=10_000)
+    fault_slash_bps: int = Field(default=5_000, gt=0, le=10_000)
 
     @model_validator(mode="after")
     def _check(self) -> DeployParameters:
@@ -145,7 +146,16 @@ def deploy_all(chain: Chain, deployer: LocalAccount, params: DeployParameters | 
         ),
     )
     vouchers = _deploy(chain, deployer, "PaymentVouchers", registry, pool, p.fee_bps, p.withdrawal_delay)
-    faults = _deploy(chain, deployer, "FaultProofs", registry, p.equivocation_slash_bps, p.finder_share_bps)
+    faults = _deploy(
+        chain,
+        deployer,
+        "FaultProofs",
+        registry,
+        p.equivocation_slash_bps,
+        p.fault_slash_bps,
+        p.finder_share_bps,
+        p.verdict_quorum,
+    )
     if (escrow, vouchers) != (escrow_at, vouchers_at):
         raise DeploymentError(
             "another transaction from the deployer interleaved with the deployment: escrow and vouchers "

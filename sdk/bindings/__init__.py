@@ -17,7 +17,7 @@ from proxima.sdk.bindings._base import (
 )
 from proxima.sdk.bindings.attestations import AttestationRegistry, Figures, ReportSummary
 from proxima.sdk.bindings.escrow import EscrowJob, JobEscrow, JobStatus
-from proxima.sdk.bindings.faults import FaultProofs
+from proxima.sdk.bindings.faults import FaultKind, FaultProofs, canary_commitment
 from proxima.sdk.bindings.registry import ProviderRegistry, RegistryAccount, Role
 from proxima.sdk.bindings.rewards import EpochTotals, ProviderRewards, RewardPool
 from proxima.sdk.bindings.vouchers import ClientDeposit, PaymentVouchers, RedeemedTotals
@@ -32,6 +32,7 @@ __all__ = [
     "DecodedEvent",
     "EpochTotals",
     "EscrowJob",
+    "FaultKind",
     "FaultProofs",
     "Figures",
     "JobEscrow",
@@ -46,6 +47,7 @@ __all__ = [
     "ReportSummary",
     "RewardPool",
     "Role",
+    "canary_commitment",
     "decode_events",
     "decode_logs",
     "decode_revert",
@@ -83,6 +85,11 @@ class ProximaContracts:
             fault_proofs=FaultProofs(chain, c["FaultProofs"]),
             rewards=RewardPool(chain, c["RewardPool"]),
         )
+
+    @property
+    def faults(self) -> FaultProofs:
+        """The same binding as :attr:`fault_proofs` (the shorter name)."""
+        return self.fault_proofs
 
     @property
     def names_by_address(self) -> dict[Address, str]:
