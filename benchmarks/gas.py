@@ -29,7 +29,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from web3.types import TxReceipt, Wei
 
-from proxima.sdk.bindings import ProximaContracts
+from proxima.sdk.bindings import ProximaContracts, canary_commitment
 from proxima.sdk.chain import AnvilProcess, Chain, InProcessChain, RpcChain
 from proxima.sdk.deploy import DeployParameters, deploy_all
 from proxima.sdk.eip712 import (
@@ -49,6 +49,7 @@ ETH = 10**18
 START_TIME = 2_000_000_000  # a fixed chain clock (2033-05-18) makes every signature reproducible
 FAR_DEADLINE = 2**40
 STAKE = 10 * ETH
+VERIFIER_STAKE = 2 * ETH
 BATCH = 50
 VOUCHER_JOBS = (1, 100, 1_000)
 BATCH_CLIENTS = 20
@@ -325,6 +326,37 @@ class Bench:
         ]
         receipt = self.c.fault_proofs.prove_equivocation(self.outsider, signed[0], signed[1])
         self.record("fault proof", "proveEquivocation (slash)", receipt)
+        self.judged_faults()
+
+    def judged_faults(self) -> None:
+        """Canary and invalid-result proofs with a quorum of verifier verdicts (the deployment's quorum)."""
+        fp = self.c.fault_proofs
+        quorum = fp.verdict_quorum()
+        verifiers = sorted(self.chain.accounts[6 : 6 + quorum], key=lambda a: int(a.address, 16))
+        for verifier in verifiers:
+            self.c.registry.register_verifier(verifier, b"\x22" * 32, VERIFIER_STAKE)
+        provider, client = self.providers[1], self.clients[0]
+        job_id, spec_hash, salt = self.job_id(), keccak(text="bench/spec"), keccak(text="bench/salt")
+        receipt = fp.commit_canary(verifiers[0], canary_commitment(job_id, spec_hash, salt))
+        self.record("fault proof", "commitCanary", receipt)
+        signed = JobReceipt(
+            job_id=job_id,
+            provider=provider.address,
+            client=client.address,
+            result_hash=b"\xee" * 32,
+            queue_micros=1_000,
+            compute_micros=250_000,
+        ).sign(LocalSigner(provider), fp.domain)
+        verdicts = [
+            fp.verdict_signature(LocalSigner(v), job_id, signed.message.result_hash) for v in verifiers
+        ]
+        step = f"{quorum} verdict{'s' if quorum > 1 else ''}, slash"
+        with self.isolated():  # both proofs slash the same provider's first fault
+            receipt = fp.prove_canary_fault_tx(self.outsider, signed, spec_hash, salt, verdicts)
+            self.record("fault proof", f"proveCanaryFault ({step})", receipt)
+        with self.isolated():
+            receipt = fp.prove_invalid_result_tx(self.outsider, signed, verdicts)
+            self.record("fault proof", f"proveInvalidResult ({step})", receipt)
 
     def vouchers(self) -> None:
         provider, client = self.providers[0], self.clients[1]

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from _support import ETH, PROVIDER_STAKE, gas_cost, reverts
+from _support import ETH, PROVIDER_STAKE, VERIFIER_STAKE, gas_cost, reverts
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from eth_utils.crypto import keccak
+from pydantic import ValidationError
+from web3.types import TxParams, TxReceipt
 
-from proxima.sdk.bindings import FaultKind, canary_commitment
+from proxima.contracts import load_artifact
+from proxima.sdk.bindings import FaultKind, ProximaContracts, canary_commitment, decode_revert
+from proxima.sdk.chain import InProcessChain, TransactionReverted
+from proxima.sdk.deploy import DeployParameters, _deploy, deploy_all
 from proxima.sdk.eip712 import JobReceipt, LocalSigner, SignedMessage, Verdict
-from proxima.sdk.errors import SdkError
+from proxima.sdk.errors import ContractRevertError, DeploymentError, SdkError
 from proxima.sdk.ledger import read_ledger
+from proxima.sdk.peerid import peer_id_from_key
 
 if TYPE_CHECKING:
     from conftest import System  # tests/contracts/conftest.py
@@ -274,12 +281,12 @@ def test_prove_canary_fault_rejects_malformed_verdict_signature(px: System) -> N
 def test_prove_canary_fault_rejects_verdict_over_another_statement(px: System, wrong: str) -> None:
     """Signatures over ``valid=True``, another result or another job recover to unrelated addresses."""
     commit(px)
-    kwargs = {
+    kwargs: dict[str, dict[str, Any]] = {
         "valid": {"valid": True},
         "result hash": {"result": b"\xaa" * 32},
         "job id": {"job_id": b"\x01" * 32},
     }
-    signatures = verdicts(px, **kwargs[wrong])  # type: ignore[arg-type]
+    signatures = verdicts(px, **kwargs[wrong])
     receipt = signed_receipt(px, px.providers[0])
     with reverts("FaultVerifierNotActive") as err:
         px.c.fault_proofs.prove_canary_fault(px.outsider, receipt, SPEC, SALT, signatures, sort=False)
@@ -418,4 +425,105 @@ def test_ledger_conserved_and_lists_new_slash_reasons(px_inprocess: System) -> N
     assert (px.providers[0].address, "CANARY", JOB) in reasons
     assert (px.providers[1].address, "INVALID_RESULT", second) in reasons
     assert ledger.money.conserved
+    px.assert_conserved()
+
+
+# --- deployment parameters ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bps", [0, 10_001])
+def test_deploy_parameters_reject_fault_slash_out_of_range(bps: int) -> None:
+    with pytest.raises(ValidationError, match="fault_slash_bps"):
+        DeployParameters(fault_slash_bps=bps)
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "value"),
+    [
+        ((5_000, 0, 5_000, 2), "faultSlashBps", 0),
+        ((5_000, 10_001, 5_000, 2), "faultSlashBps", 10_001),
+        ((5_000, 5_000, 5_000, 0), "verdictQuorum", 0),
+    ],
+)
+def test_constructor_rejects_invalid_parameter(
+    px_inprocess: System, args: tuple[int, ...], name: str, value: int
+) -> None:
+    px = px_inprocess
+    with pytest.raises(DeploymentError) as info:
+        _deploy(px.chain, px.admin, "FaultProofs", px.c.registry.address, *args)
+    reverted = info.value.__cause__
+    assert isinstance(reverted, TransactionReverted)
+    decoded = decode_revert("FaultProofs", "constructor", reverted)
+    assert isinstance(decoded, ContractRevertError)
+    assert decoded.error_name == "FaultProofsInvalidParameter"
+    assert decoded.error_args == {"name": name.encode().ljust(32, b"\x00"), "value": value}
+
+
+def test_deploy_all_passes_quorum_and_fault_slash_to_fault_proofs() -> None:
+    """The demo deploys with a quorum of one: one verifier's verdict then slashes the configured share."""
+    params = DeployParameters(verdict_quorum=1, fault_slash_bps=10_000)
+    with InProcessChain() as chain:
+        admin, provider, verifier, finder = (
+            chain.accounts[0],
+            chain.accounts[1],
+            chain.accounts[6],
+            chain.accounts[9],
+        )
+        c = ProximaContracts.from_deployment(chain, deploy_all(chain, admin, params))
+        assert c.fault_proofs.verdict_quorum() == 1 == c.escrow.parameter("verdictQuorum")
+        assert c.fault_proofs.parameter("faultSlashBps") == 10_000
+        c.registry.register(provider, peer_id_from_key(bytes(provider.key)), b"\x11" * 32, PROVIDER_STAKE)
+        c.registry.register_verifier(verifier, b"\x22" * 32, VERIFIER_STAKE)
+        receipt = JobReceipt(
+            job_id=JOB,
+            provider=provider.address,
+            client=finder.address,
+            result_hash=WRONG,
+            queue_micros=0,
+            compute_micros=1,
+        ).sign(LocalSigner(provider), c.fault_proofs.domain)
+        signature = c.fault_proofs.verdict_signature(LocalSigner(verifier), JOB, WRONG)
+        assert c.fault_proofs.prove_invalid_result(finder, receipt, [signature]) == PROVIDER_STAKE
+        assert c.registry.slashable_of(provider.address) == 0
+        assert c.held_eth() == c.liabilities()
+
+
+# --- reentrancy ----------------------------------------------------------------------------------------
+
+
+def test_prove_canary_fault_contract_finder_reentering_is_blocked(px: System) -> None:
+    """A contract finder, paid its share, tries to prove another fault from receive(): the guard stops it."""
+    artifact = load_artifact("ReentrantReceiver")
+    deployed = px.chain.send_transaction(px.admin, {"data": HexStr("0x" + artifact.bytecode.hex())})
+    finder = px.chain.w3.eth.contract(address=deployed["contractAddress"], abi=artifact.abi)
+    fp = px.c.fault_proofs
+    fp_contract = px.chain.w3.eth.contract(address=fp.address, abi=fp.abi)
+    commit(px)
+    first, second = signed_receipt(px, px.providers[0]), signed_receipt(px, px.providers[1])
+
+    def proof_data(receipt: SignedMessage[JobReceipt], function: str) -> str:
+        args: list[Any] = [receipt.message.to_abi(), receipt.signature.to_bytes()]
+        if function == "proveCanaryFault":
+            args += [SPEC, SALT]
+        return str(fp_contract.encode_abi(function, args=[*args, verdicts(px)]))
+
+    def as_finder(data: str) -> TxReceipt:
+        tx: TxParams = {"to": finder.address, "data": HexStr(data), "gas": 3_000_000}
+        return px.chain.send_transaction(px.outsider, tx)
+
+    as_finder(finder.encode_abi("arm", args=[fp.address, proof_data(second, "proveInvalidResult")]))
+    slashed, reward = expected_slash(px)
+
+    as_finder(finder.encode_abi("execute", args=[fp.address, 0, proof_data(first, "proveCanaryFault")]))
+
+    assert finder.functions.reentryAttempts().call() == 1
+    assert finder.functions.reentrySuccesses().call() == 0
+    assert (
+        bytes(finder.functions.lastReentryData().call())[:4]
+        == keccak(text="ReentrancyGuardReentrantCall()")[:4]
+    )
+    assert px.chain.balance(finder.address) == reward
+    assert fp.fault_of(px.providers[0].address, JOB) is FaultKind.CANARY
+    assert not fp.is_fault_proven(px.providers[1].address, JOB)
+    assert px.c.registry.account_of(px.providers[0].address).total_slashed == slashed
     px.assert_conserved()
