@@ -416,6 +416,17 @@ class AsyncClient:
         self._low_warned = False
         self._checks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._owns_transport = True
+        self._options: dict[str, Any] = {
+            "verify": verify,
+            "verify_rounds": verify_rounds,
+            "session_budget_wei": session_budget_wei,
+            "max_job_wei": max_job_wei,
+            "low_deposit_wei": low_deposit_wei,
+            "auto_top_up_wei": auto_top_up_wei,
+            "default_timeout": default_timeout,
+            "offers_ttl": offers_ttl,
+        }
 
     def __repr__(self) -> str:
         return f"AsyncClient({self._transport!r})"
@@ -494,13 +505,29 @@ class AsyncClient:
         self._closed = True
         for task in list(self._checks):
             task.cancel()
-        await self._transport.aclose()
+        if self._owns_transport:
+            await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def session(self, **options: Any) -> AsyncClient:
+        """A new session over the same market connection: its own session budget and options.
+
+        Closing the session leaves this client (and its connection or embedded market) open; closing this
+        client ends the connection for every session.
+
+        Args:
+            options: :class:`AsyncClient` options that differ from this client's (``session_budget_wei``,
+                ``max_job_wei``, ``low_deposit_wei``, ``auto_top_up_wei``, ``verify_rounds``...).
+        """
+        self._check_open()
+        session = type(self)(self._transport, **{**self._options, **options})
+        session._owns_transport = False
+        return session
 
     @property
     def mode(self) -> str:
@@ -1182,12 +1209,17 @@ class Client:
     a private event loop thread). Open one with :meth:`connect` or :meth:`embedded`; close it with
     :meth:`close` or a ``with`` block."""
 
-    def __init__(self, inner: AsyncClient, runner: _LoopThread) -> None:
+    def __init__(self, inner: AsyncClient, runner: _LoopThread, *, owns_runner: bool = True) -> None:
         self._inner = inner
         self._runner = runner
+        self._owns_runner = owns_runner
 
     def __repr__(self) -> str:
         return f"Client({self._inner._transport!r})"
+
+    def session(self, **options: Any) -> Client:
+        """A new session over the same market connection; see :meth:`AsyncClient.session`."""
+        return Client(self._inner.session(**options), self._runner, owns_runner=False)
 
     @classmethod
     def _open(cls, opener: Callable[[], Coroutine[Any, Any, AsyncClient]]) -> Client:
@@ -1225,7 +1257,8 @@ class Client:
         """Close the client (and, embedded, stop the market's services)."""
         with contextlib.suppress(RuntimeError):
             self._runner.run(self._inner.aclose())
-        self._runner.close()
+        if self._owns_runner:
+            self._runner.close()
 
     def __enter__(self) -> Client:
         return self
