@@ -3,8 +3,9 @@
 A hypothesis ``RuleBasedStateMachine`` drives providers, clients, verifiers and a finder through the whole
 system on py-evm: registration, top-ups, unbonding and withdrawal; escrow jobs through every ending (confirm,
 release, timeout, dispute resolved either way, dispute expired); deposits, withdrawals and cumulative
-vouchers redeemed one by one or in batches (and replayed); equivocation proofs; attestations and verifier
-reports; reward claims and rollovers; and time jumps. A Python model follows what each successful action must
+vouchers redeemed one by one or in batches (and replayed); equivocation, canary and invalid-result proofs
+(judged by quorums of verifiers, one proof per provider and job); attestations and verifier reports; reward
+claims and rollovers; and time jumps. A Python model follows what each successful action must
 have done. After every step:
 
 * the six contracts hold exactly what they owe (stakes, unbonding, escrows, deposits, pool, treasury), and
@@ -32,7 +33,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from web3.types import TxReceipt
 
-from proxima.sdk.bindings import JobStatus, ProximaContracts
+from proxima.sdk.bindings import JobStatus, ProximaContracts, canary_commitment
 from proxima.sdk.chain import InProcessChain, SnapshotId
 from proxima.sdk.deploy import DeployParameters, deploy_all
 from proxima.sdk.eip712 import (
@@ -537,7 +538,7 @@ class ProximaMachine(RuleBasedStateMachine):
             ).sign(LocalSigner(provider), self.c.fault_proofs.domain)
             for i in range(2)
         ]
-        proven_before = self.c.fault_proofs.is_equivocation_proven(provider.address, job_id)
+        proven_before = self.c.fault_proofs.is_fault_proven(provider.address, job_id)
         receipt = self._try(
             self.finder,
             lambda: self.c.fault_proofs.prove_equivocation(self.finder, receipts[0], receipts[1]),
@@ -547,6 +548,43 @@ class ProximaMachine(RuleBasedStateMachine):
         assert (receipt is not None) == (not proven_before and amount > 0)
         if receipt is not None:
             self._slash(p, amount, finder_share=True)
+
+    @rule(p=providers_, pick=picks, canary=st.booleans(), signers=st.sampled_from([1, 2, 3]))
+    def prove_judged_fault(self, p: int, pick: int, canary: bool, signers: int) -> None:
+        """A wrong canary answer or an invalid result, judged by ``signers`` verifiers (one proof per job)."""
+        job_id = self.m.jobs[pick % len(self.m.jobs)].terms.job_id if self.m.jobs else b"\x07" * 32
+        provider, fp, chosen = self.providers[p], self.c.fault_proofs, self.verifiers[:signers]
+        signed = JobReceipt(
+            job_id=job_id,
+            provider=provider.address,
+            client=self.clients[0].address,
+            result_hash=b"\xee" * 32,
+            queue_micros=1,
+            compute_micros=2,
+        ).sign(LocalSigner(provider), fp.domain)
+        verdicts = [fp.verdict_signature(LocalSigner(v), job_id, signed.message.result_hash) for v in chosen]
+        proven_before = fp.is_fault_proven(provider.address, job_id)
+        if canary:
+            spec_hash, salt = secrets.token_bytes(32), secrets.token_bytes(32)
+            committed = self._try(
+                self.verifiers[0],
+                lambda: fp.commit_canary(self.verifiers[0], canary_commitment(job_id, spec_hash, salt)),
+            )
+            assert committed is not None
+            receipt = self._try(
+                self.finder, lambda: fp.prove_canary_fault_tx(self.finder, signed, spec_hash, salt, verdicts)
+            )
+        else:
+            receipt = self._try(
+                self.finder, lambda: fp.prove_invalid_result_tx(self.finder, signed, verdicts)
+            )
+        prov = self.m.providers[p]
+        amount = (prov.stake + prov.unbonding) * PARAMS.fault_slash_bps // BPS
+        expected = not proven_before and amount > 0 and signers >= PARAMS.verdict_quorum
+        assert (receipt is not None) == expected
+        if receipt is not None:
+            self._slash(p, amount, finder_share=True)
+            assert fp.is_fault_proven(provider.address, job_id)
 
     @rule(p=providers_, epoch_step=st.sampled_from([0, 1, 5]))
     def attest(self, p: int, epoch_step: int) -> None:
