@@ -16,11 +16,22 @@ One job, in order:
 5. **attempts**, at most ``max_attempts``, over the chosen provider then its backups (re-placing when they run
    out): pay (a voucher, or a quote checked and opened in escrow), sign the request (the first attempt uses
    the job's own id, later ones fresh ids; escrow attempts the quote's id), ``runner.run_job``, then verify
-   the result again here (:func:`proxima.sdk.jobclient.check_result`). A refusal, a transport error or
-   timeout, an invalid answer or a missed deadline is recorded (the attempt, the circuit breakers, the
-   chain-state observation) and the job moves on;
-6. **settle**: the client is charged once, the price paid for the delivered result; a job that fails or is
-   cancelled releases its reservation and is charged nothing.
+   the result again here (:func:`proxima.sdk.jobclient.check_result`: signature, job, shape). A refusal, a
+   transport error or timeout, an invalid answer or a missed deadline is recorded (the attempt, the circuit
+   breakers, the chain-state observation) and the job moves on;
+6. **verify** (:mod:`proxima.marketplace.gateway.verify`): a matmul result must pass Freivalds' test; an
+   embed job runs on ``copies`` distinct providers at once (its ``redundancy``, at least the policy's
+   ``embed_redundancy``) whose embeddings must agree (a disagreement is settled by the verifiers' verdicts,
+   or without verifiers by a further provider's majority). A result that fails is *rejected*: the attempt
+   ends ``rejected`` (``verification_failed``, with the check's detail), the provider is excluded for this
+   job and recorded as failed, the job moves on to the next provider, and evidence against it is filed on
+   chain in the background (never blocking the job);
+7. **settle**: the client is charged once, the price paid for each delivered and verified result it gets
+   (one per copy); a job that fails or is cancelled releases its reservation and is charged nothing, and a
+   rejected result is never charged;
+8. **canary**: after a matmul job succeeds on provider P, with the policy's ``canary_rate`` (a deterministic
+   draw from the job id) P also gets a canary of the same shape from a verifier, as a job of the gateway's
+   own (kind ``canary``, voucher-paid, charged to nobody); a wrong answer is proven on chain.
 
 Residency is a hard constraint of the engine and holds through every failover: when the only regions a job
 may use are dark, it fails with ``region_unavailable`` rather than moving elsewhere. Regional failover: a
@@ -33,7 +44,8 @@ the same provider first (the node answers a finished job id with its stored resu
 refuse stale requests before looking the job up), then continues with failover.
 
 Every log line carries ``job_id``. Timing per job (milliseconds): ``match`` (snapshot and placement),
-``queue`` and ``compute`` (the provider's signed receipt), ``verify`` (checking the result here), ``settle``
+``queue`` and ``compute`` (the provider's signed receipt), ``verify`` (checking the result here: signature,
+Freivalds, comparisons of redundant results), ``settle``
 (payment bookkeeping and charge), ``dispatch`` (everything else: paying, signing, network, failed attempts),
 ``total``.
 """
@@ -42,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -49,7 +62,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Mapping, MutableMapping
+from collections.abc import Collection, Coroutine, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -67,6 +80,7 @@ from proxima.marketplace.gateway.jobstore import (
     JobStoreError,
     UnknownJobError,
 )
+from proxima.marketplace.gateway.metrics import VerificationMetrics
 from proxima.marketplace.gateway.payer import (
     EscrowOpenError,
     IssuedVoucher,
@@ -74,6 +88,20 @@ from proxima.marketplace.gateway.payer import (
     QuoteRejectedError,
     VoucherOutcome,
     is_stale_voucher,
+)
+from proxima.marketplace.gateway.verify import (
+    CanaryTicket,
+    EvidenceFiler,
+    EvidenceKind,
+    EvidenceOutcome,
+    VerdictCollection,
+    VerificationPolicy,
+    VerifierPool,
+    canary_due,
+    check_canary,
+    check_json,
+    check_result_json,
+    results_agree,
 )
 from proxima.marketplace.matching.engine import (
     Candidate,
@@ -104,6 +132,7 @@ from proxima.sdk.jobs import (
 )
 from proxima.sdk.offers import Offer
 from proxima.sdk.types import Address
+from proxima.sdk.verification import CheckResult
 from proxima.sdk.vivaldi import VivaldiCoordinate
 from proxima.sdk.workloads import (
     EmbedInput,
@@ -366,8 +395,6 @@ def build_spec(
         raise InvalidJobError("input", str(err)) from err
     model = getattr(inp, "model", "")
     fields = {name: _wei(value) if name.endswith("_wei") else value for name, value in constraints.items()}
-    if fields.get("redundancy", 1) != 1:
-        raise InvalidJobError("spec.redundancy", "this gateway runs each job on one provider (redundancy 1)")
     try:
         return JobSpec.model_validate(
             {
@@ -410,9 +437,12 @@ class _Failure(Exception):  # noqa: N818 - internal signal, not an error type of
         provider_fault: bool = True,
         reliability: bool | None = None,
         final: bool = False,
+        rejected: _Rejection | None = None,
     ) -> None:
         self.code = code
         self.message = message
+        self.rejected = rejected
+        """Set when a delivered result failed verification (the attempt ends ``rejected``)."""
         self.provider_fault = provider_fault
         """Counts against the provider's circuit breaker."""
         self.reliability = provider_fault if reliability is None else reliability
@@ -430,6 +460,20 @@ class _Delivered:
     n: int
     verify_s: float
     issued: IssuedVoucher | None
+    check: CheckResult | None = None
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class _Rejection:
+    """A delivered result that failed verification: what the evidence needs."""
+
+    check: CheckResult
+    verify_s: float
+    result: JobResult
+    request: JobRequest
+    collected: tuple[VerdictCollection, int] | None = None
+    canary: CanaryTicket | None = None
 
 
 @dataclass
@@ -445,10 +489,23 @@ class _Run:
     last_error: tuple[str, str] | None = None
     spec: JobSpec | None = None
     reservation: Reservation | None = None
+    used: set[Address] = field(default_factory=set)
+    """Providers holding a delivered result of this job not yet decided (redundant runs)."""
+    max_attempts: int = 0
+    canary: CanaryTicket | None = None
+    """A canary job: the committed spec hash and salt (its proof's reveal)."""
+    expected: Mapping[str, Any] | None = None
+    """A canary job: the committed answer."""
 
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
+
+
+def _bytes32(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return bytes.fromhex(str(value).removeprefix("0x"))
 
 
 def _now_s() -> int:
@@ -472,6 +529,10 @@ class Dispatcher:
         settings: Limits and timeouts.
         cache: The result cache (``None``: no caching).
         observations: Where each attempt's outcome is recorded for reliability (``ChainState``).
+        verification: How results are checked (Freivalds rounds, embed redundancy, canary rate).
+        evidence: Files evidence against rejected results on chain (``None``: evidence is ``skipped``).
+        verifiers: The verifiers (judge disagreeing redundant results, issue canaries); ``None``: none.
+        metrics: Where checks, evidence and canaries are counted.
     """
 
     def __init__(
@@ -487,6 +548,10 @@ class Dispatcher:
         *,
         cache: ResultCache | None = None,
         observations: ObservationSink | None = None,
+        verification: VerificationPolicy | None = None,
+        evidence: EvidenceFiler | None = None,
+        verifiers: VerifierPool | None = None,
+        metrics: VerificationMetrics | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -498,6 +563,11 @@ class Dispatcher:
         self.settings = settings or DispatchSettings()
         self.cache = cache
         self.observations = observations
+        self.policy = verification or VerificationPolicy()
+        self.evidence = evidence
+        self.verifiers = verifiers if verifiers is not None and len(verifiers) else None
+        self.metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -713,6 +783,13 @@ class Dispatcher:
 
     async def _run(self, run: _Run) -> None:
         record = run.record
+        if record.kind == "canary":
+            # A canary is sent to one provider only, by the task that drew it; a restart ends it.
+            self._fail(
+                run, "interrupted", "the gateway stopped while the canary ran; canaries are not resumed"
+            )
+            return
+        copies = self.policy.copies(record.workload, int(record.spec.get("redundancy", 1) or 1))
         if record.use_cache and self.cache is not None and not record.attempts and self._serve_cached(run):
             return
         try:
@@ -722,11 +799,33 @@ class Dispatcher:
         except InvalidJobError as err:
             self._fail(run, "invalid_spec", str(err))
             return
+        requested = run.spec.redundancy
+        if copies > requested:
+            # The gateway's policy runs more copies than the client asked for: the reservation made at the
+            # door and the job's total budget grow in proportion (refused like any budget overrun).
+            budget = run.spec.budget_wei
+            update: dict[str, Any] = {"redundancy": copies}
+            if budget is not None:
+                update["budget_wei"] = budget * copies // requested
+            run.spec = run.spec.model_copy(update=update)
+            ledger, reserved = self.store.ledger_of(record.id)
+            if ledger == "reserved" and reserved and not record.attempts:
+                grown = reserved * copies // requested
+                try:
+                    self.spend.reserve(record.client, record.id, grown)
+                except MarketError as err:
+                    self._fail(run, "budget", f"{copies} redundant copies do not fit the budget: {err}")
+                    return
+                self.store.set_ledger(record.id, "reserved", reserved_wei=grown)
+        run.max_attempts = self.settings.max_attempts + copies - 1
         run.attempts = len(record.attempts)
-        run.failed = {a.provider for a in record.attempts if a.outcome == "failed"}
+        run.failed = {a.provider for a in record.attempts if a.outcome in ("failed", "rejected")}
         ledger, reserved = self.store.ledger_of(record.id)
         if ledger == "reserved" and reserved:
             self._hold(run, reserved)  # resumed: the reservation made before the restart stands
+        if copies > 1:
+            await self._run_redundant(run, copies)
+            return
         if record.attempts and record.attempts[-1].outcome == "running":
             delivered = await self._resume_attempt(run)
             if delivered is not None:
@@ -735,7 +834,7 @@ class Dispatcher:
         queue: deque[Candidate] = deque()
         placement: Placement | None = None
         idle_placements = 0  # placements whose candidates were all excluded by the time they were tried
-        while run.attempts < self.settings.max_attempts:
+        while run.attempts < run.max_attempts:
             if not queue:
                 if idle_placements >= 3:
                     self._fail(run, "providers_unavailable", "every placed provider became unavailable")
@@ -761,6 +860,303 @@ class Dispatcher:
             return
         code, message = run.last_error or ("no_attempt", "no attempt could be made")
         self._fail(run, code, f"all {run.attempts} attempts failed; the last: {message}")
+
+    # --- redundant runs -------------------------------------------------------------------------------
+
+    async def _run_redundant(self, run: _Run, copies: int) -> None:
+        """Run the job on ``copies`` distinct providers at once; succeed when that many results agree.
+
+        Each result passes its own check first (matmul: Freivalds). Results that disagree are judged by the
+        verifiers (a quorum signing one invalid rejects it, with those signatures as its evidence); without
+        verifiers (or without a verdict) a further provider is asked and the majority decides. Rejected
+        results are never charged; the job is charged each agreeing copy's price.
+        """
+        record = run.record
+        for attempt in record.attempts:
+            if attempt.outcome == "running":  # a copy interrupted by a restart: run another one
+                self._attempt_failed(
+                    run,
+                    attempt.n,
+                    attempt.provider,
+                    attempt.region,
+                    _Failure("interrupted", "the gateway stopped while this copy ran", provider_fault=False),
+                )
+        pool: list[_Delivered] = []
+        judged: set[int] = set()
+        queue: deque[Candidate] = deque()
+        placed = False
+        tie_breakers = 0
+        idle_placements = 0
+        while True:
+            want = copies - len(pool) + tie_breakers
+            batch: list[Candidate] = []
+            while len(batch) < want and run.attempts + len(batch) < run.max_attempts:
+                if not queue:
+                    if idle_placements >= 3:
+                        break
+                    placement = await self._place(
+                        run, replaced=placed or bool(record.attempts), copies=None if not placed else 1
+                    )
+                    if placement is None:
+                        self._release_pool(run, pool, "the job could not be placed again")
+                        return
+                    placed = True
+                    idle_placements += 1
+                    queue.extend(placement.chosen)
+                    queue.extend(placement.backups)
+                candidate = queue.popleft()
+                if (
+                    self._skip(run, candidate)
+                    or candidate.provider in run.used
+                    or any(c.provider == candidate.provider for c in batch)
+                ):
+                    continue
+                idle_placements = 0
+                batch.append(candidate)
+            if not batch:
+                self._release_pool(run, pool, "no further provider could run a copy")
+                code, message = run.last_error or ("no_attempt", "no attempt could be made")
+                if pool:
+                    code, message = (
+                        "unconfirmed",
+                        (
+                            f"{len(pool)} of {copies} agreeing results; no further provider could run a copy"
+                            + (f" (the last failure: {run.last_error[1]})" if run.last_error else "")
+                        ),
+                    )
+                self._fail(run, code, message)
+                return
+            run.used.update(c.provider for c in batch)
+            outcomes = await asyncio.gather(*(self._attempt(run, c) for c in batch), return_exceptions=True)
+            final: _Failure | None = None
+            for candidate, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, _Delivered):
+                    pool.append(outcome)
+                    continue
+                run.used.discard(candidate.provider)
+                if isinstance(outcome, _Failure):
+                    if outcome.final:
+                        final = outcome
+                    continue
+                raise outcome  # a bug (or cancellation): not an attempt's failure
+            if final is not None:
+                self._release_pool(run, pool, "the job failed")
+                self._fail(run, final.code, final.message)
+                return
+            tie_breakers = 0
+            if len(pool) < copies:
+                continue
+            clusters, compared_s = await asyncio.to_thread(self._clusters, record, pool)
+            if len(clusters) > 1 and self.verifiers is not None and self.evidence is not None:
+                pool = await self._judge(run, pool, judged)
+                clusters, more_s = await asyncio.to_thread(self._clusters, record, pool)
+                compared_s += more_s
+            if len(clusters) > 1:
+                biggest = max(clusters, key=len)
+                if len(biggest) >= 2 and 2 * len(biggest) > len(pool) and clusters.count(biggest) == 1:
+                    for cluster in clusters:
+                        if cluster is biggest:
+                            continue
+                        for outlier in cluster:
+                            agree = await asyncio.to_thread(
+                                results_agree,
+                                record.workload,
+                                record.input,
+                                biggest[0].result.output,
+                                outlier.result.output,
+                                atol=self.policy.embed_tolerance,
+                            )
+                            check = CheckResult(
+                                False,
+                                "redundant",
+                                f"disagrees with {len(biggest)} of {len(pool)} providers: {agree.detail}",
+                            )
+                            self._reject_pooled(run, outlier, check, None)
+                    pool = list(biggest)
+                    clusters = [pool]
+                else:
+                    tie_breakers = 1  # no majority yet: ask one more provider
+                    run.log.info(
+                        "redundant results disagree; asking another provider",
+                        extra={"results": len(pool), "groups": len(clusters)},
+                    )
+                    continue
+            if len(pool) < copies:
+                continue
+            agreeing = sorted(clusters[0], key=lambda d: d.n)
+            primary, others = agreeing[0], agreeing[1:copies]
+            for spare in agreeing[copies:]:
+                self._release_pool(run, [spare], "more agreeing copies than needed")
+            detail = f"{len(agreeing[:copies])} distinct providers' results agree"
+            if record.workload == "embed":
+                detail += f" within {self.policy.embed_tolerance:g}"
+            elif primary.check is not None:
+                detail += f"; each passed {primary.check.method} ({primary.check.rounds} rounds)"
+            verify_s = max(d.verify_s for d in agreeing[:copies]) + compared_s
+            check = CheckResult(True, "redundant", detail, primary.check.rounds if primary.check else 0)
+            await self._succeed(run, primary, others, verification=check, verify_s=verify_s)
+            return
+
+    def _clusters(
+        self, record: JobRecord, pool: Sequence[_Delivered]
+    ) -> tuple[list[list[_Delivered]], float]:
+        """Group results that agree (each with the first of its group), in attempt order (blocking)."""
+        started = time.perf_counter()
+        clusters: list[list[_Delivered]] = []
+        for delivered in sorted(pool, key=lambda d: d.n):
+            for cluster in clusters:
+                agree = results_agree(
+                    record.workload,
+                    record.input,
+                    cluster[0].result.output,
+                    delivered.result.output,
+                    atol=self.policy.embed_tolerance,
+                )
+                if agree.passed:
+                    cluster.append(delivered)
+                    break
+            else:
+                clusters.append([delivered])
+        return clusters, time.perf_counter() - started
+
+    async def _judge(self, run: _Run, pool: list[_Delivered], judged: set[int]) -> list[_Delivered]:
+        """Ask the verifiers about each result not judged yet; reject those a quorum signs invalid."""
+        assert self.evidence is not None
+        record = run.record
+        kept: list[_Delivered] = []
+        for delivered in pool:
+            if delivered.n in judged:
+                kept.append(delivered)
+                continue
+            escrow = isinstance(delivered.request.payment, EscrowPayment)
+            try:
+                collection, quorum = await self.evidence.collect(
+                    target="escrow" if escrow else "faults",
+                    workload=record.workload,
+                    inp=record.input,
+                    result=delivered.result,
+                )
+            except MarketError as err:
+                run.log.warning("verifiers unavailable", extra={"attempt": delivered.n, "error": str(err)})
+                kept.append(delivered)
+                continue
+            judgement = collection.judgement(quorum)
+            run.log.info(
+                "verifiers judged a redundant result",
+                extra={
+                    "attempt": delivered.n,
+                    "provider": delivered.provider,
+                    "judgement": judgement,
+                    "invalid_votes": len(collection.signatures),
+                    "valid_votes": len(collection.valid),
+                    "quorum": quorum,
+                },
+            )
+            if judgement == "invalid":
+                check = CheckResult(
+                    False,
+                    "redundant",
+                    f"disagrees with another provider and {len(collection.signatures)} verifier(s) signed it "
+                    "invalid",
+                )
+                self._reject_pooled(run, delivered, check, (collection, quorum))
+                continue
+            if judgement == "valid":
+                judged.add(delivered.n)
+            kept.append(delivered)
+        return kept
+
+    def _reject_pooled(
+        self,
+        run: _Run,
+        delivered: _Delivered,
+        check: CheckResult,
+        collected: tuple[VerdictCollection, int] | None,
+    ) -> None:
+        """A delivered copy lost the comparison: rejected like a result that failed its own check."""
+        if delivered.issued is not None:
+            self.payer.settle_voucher(delivered.issued, VoucherOutcome.ACCEPTED)
+        elif isinstance(delivered.request.payment, EscrowPayment):
+            self.payer.escrow_rejected(
+                _hex(delivered.request.job_id), delivered.result.receipt.result_hash, check.detail
+            )
+        rejection = _Rejection(check, 0.0, delivered.result, delivered.request, collected)
+        failure = _Failure("verification_failed", f"{check.method}: {check.detail}", rejected=rejection)
+        self._attempt_failed(run, delivered.n, delivered.provider, delivered.region, failure)
+
+    def _release_pool(self, run: _Run, pool: Sequence[_Delivered], reason: str) -> None:
+        """Delivered copies that will not be used (the job failed, or a spare): paid, not charged, not held
+        against their providers."""
+        for delivered in pool:
+            if delivered.issued is not None:
+                self.payer.settle_voucher(delivered.issued, VoucherOutcome.ACCEPTED)
+            elif isinstance(delivered.request.payment, EscrowPayment):
+                self.payer.escrow_delivered(
+                    _hex(delivered.request.job_id), delivered.result.receipt.result_hash
+                )
+            run.used.discard(delivered.provider)
+            with contextlib.suppress(JobStoreError):
+                self.store.end_attempt(run.record.id, delivered.n, code="unused", message=reason)
+
+    # --- canaries -------------------------------------------------------------------------------------
+
+    async def _canary(self, source: JobRecord, provider: Address) -> None:
+        """Send ``provider`` a canary of ``source``'s shape, as a job of the gateway's own; never raises."""
+        assert self.verifiers is not None
+        slog = _JobLog(log, {"job_id": source.id})
+        try:
+            parsed = parse_input("matmul", source.input)
+            assert isinstance(parsed, MatmulInput)
+            m, k, n = parsed.dims
+            canary = await self.verifiers.canary("matmul", m, k, n, parsed.element_type)
+        except MarketError as err:
+            slog.warning("no canary issued", extra={"provider": provider, "error": str(err)[:300]})
+            if self.metrics is not None:
+                self.metrics.canary_done("unavailable")
+            return
+        job_id = "0x" + bytes(canary.job_id).hex() if isinstance(canary.job_id, bytes) else str(canary.job_id)
+        job_id = job_id.lower()
+        offer = self.market.offer(provider)
+        try:
+            record = self.store.create(
+                self.payer.address,
+                "matmul",
+                dict(canary.input),
+                {},
+                "voucher",
+                use_cache=False,
+                job_id=job_id,
+                kind="canary",
+            )
+            spec = build_spec(record.id, "matmul", record.input, {}, self.market.client_coordinate())
+        except (InvalidJobError, JobStoreError) as err:
+            slog.warning("canary not stored", extra={"provider": provider, "error": str(err)[:300]})
+            if self.metrics is not None:
+                self.metrics.canary_done("unavailable")
+            return
+        ticket = CanaryTicket(_bytes32(canary.spec_hash), _bytes32(canary.salt))
+        run = _Run(record, _JobLog(log, {"job_id": record.id}), spec=spec, canary=ticket)
+        run.expected = dict(canary.expected)
+        run.max_attempts = 1
+        slog.info("canary sent", extra={"canary": record.id, "provider": provider, "shape": [m, k, n]})
+        terms = None if offer is None else offer.workload("matmul")
+        price = spec.units * (terms.unit_price_wei if terms is not None else 0)
+        try:
+            delivered = await self._attempt_on(run, provider, "" if offer is None else offer.region, price)
+        except _Failure as failure:
+            outcome = "failed" if failure.rejected is not None else "undelivered"
+            self._fail(run, failure.code, failure.message)
+            if self.metrics is not None:
+                self.metrics.canary_done(outcome)
+            slog.warning(
+                "canary " + ("answered wrongly" if outcome == "failed" else "not answered"),
+                extra={"canary": record.id, "provider": provider, "code": failure.code},
+            )
+            return
+        await self._succeed(run, delivered)
+        if self.metrics is not None:
+            self.metrics.canary_done("passed")
+        slog.info("canary passed", extra={"canary": record.id, "provider": provider})
 
     # --- cache ----------------------------------------------------------------------------------------
 
@@ -816,9 +1212,14 @@ class Dispatcher:
                     out.add(snapshot.addresses[row])
         return out
 
-    async def _place(self, run: _Run, *, replaced: bool) -> Placement | None:
+    async def _place(self, run: _Run, *, replaced: bool, copies: int | None = None) -> Placement | None:
+        """Place the job (``copies``: how many chosen providers this placement needs, default the spec's
+        redundancy; the reservation always covers the spec's)."""
         spec = run.spec
         assert spec is not None
+        full = spec
+        if copies is not None and copies != spec.redundancy:
+            spec = spec.model_copy(update={"redundancy": copies})
         loop = asyncio.get_running_loop()
         wait_until = loop.time() + self.settings.capacity_wait_s
         waiting = False
@@ -830,7 +1231,7 @@ class Dispatcher:
                 self._fail(run, "market_unavailable", f"no view of the market: {err}")
                 return None
             breakers = self._excluded(snapshot)
-            exclude = breakers | run.failed
+            exclude = breakers | run.failed | run.used
             try:
                 placement = self.engine.place(spec, snapshot, exclude=exclude)
             except NoCandidateError as err:
@@ -853,7 +1254,7 @@ class Dispatcher:
         price = placement.chosen[0].price_wei
         if run.reserved == 0:
             candidates = (*placement.chosen, *placement.backups)
-            most = max(c.price_wei for c in candidates) * spec.redundancy
+            most = max(c.price_wei for c in candidates) * full.redundancy
             try:
                 self.spend.reserve(run.record.client, run.record.id, most)
             except MarketError as err:
@@ -961,9 +1362,14 @@ class Dispatcher:
         return sign_request(request, self.payer.signer)
 
     async def _attempt(self, run: _Run, candidate: Candidate) -> _Delivered:
+        delivered = await self._attempt_on(run, candidate.provider, candidate.region, candidate.price_wei)
+        delivered.region = candidate.region
+        return delivered
+
+    async def _attempt_on(self, run: _Run, provider: str, region: str, price_wei: int) -> _Delivered:
+        """One attempt on ``provider``: start it in the store, pay, send, verify; failures recorded."""
         record = run.record
-        provider = to_checksum_address(candidate.provider)
-        region = candidate.region
+        provider = to_checksum_address(provider)
         offer = self.market.offer(provider)
         run.attempts += 1
         first = run.attempts == 1
@@ -974,7 +1380,7 @@ class Dispatcher:
             region=region,
             attempt_job_id=_hex(job_id),
             payment=record.payment_mode,
-            price_wei=candidate.price_wei,
+            price_wei=price_wei,
         )
         run.log.info("attempt started", extra={"attempt": n, "provider": provider, "region": region})
         self.health.begin(provider, region)
@@ -985,15 +1391,13 @@ class Dispatcher:
             if offer is None:
                 raise _Failure("offer_gone", f"{provider} has no live offer any more")
             if record.payment_mode == "escrow":
-                return await self._attempt_escrow(run, n, offer, candidate)
-            return await self._attempt_voucher(run, n, offer, candidate, job_id)
+                return await self._attempt_escrow(run, n, offer)
+            return await self._attempt_voucher(run, n, offer, job_id)
         except _Failure as failure:
             self._attempt_failed(run, n, provider, region, failure)
             raise
 
-    async def _attempt_voucher(
-        self, run: _Run, n: int, offer: Offer, candidate: Candidate, job_id: bytes
-    ) -> _Delivered:
+    async def _attempt_voucher(self, run: _Run, n: int, offer: Offer, job_id: bytes) -> _Delivered:
         record = run.record
         provider = offer.provider
         terms = offer.workload(record.workload)
@@ -1014,7 +1418,7 @@ class Dispatcher:
                 run.log.info("voucher stale; resynchronising", extra={"attempt": n, "provider": provider})
                 await self.payer.resync(issued, stale.message, timeout=self._attempt_timeout(run))
 
-    async def _attempt_escrow(self, run: _Run, n: int, offer: Offer, candidate: Candidate) -> _Delivered:
+    async def _attempt_escrow(self, run: _Run, n: int, offer: Offer) -> _Delivered:
         record = run.record
         provider = offer.provider
         spec = run.spec
@@ -1053,7 +1457,12 @@ class Dispatcher:
         try:
             return await self._send(run, n, offer, request, price, None)
         except _Failure as failure:
-            self.payer.escrow_failed(_hex(escrow_id), f"{failure.code}: {failure.message}")
+            if failure.rejected is not None:
+                self.payer.escrow_rejected(
+                    _hex(escrow_id), failure.rejected.result.receipt.result_hash, failure.message
+                )
+            else:
+                self.payer.escrow_failed(_hex(escrow_id), f"{failure.code}: {failure.message}")
             raise
         except asyncio.CancelledError:
             self.payer.escrow_failed(_hex(escrow_id), "cancelled")
@@ -1088,13 +1497,34 @@ class Dispatcher:
             raise _Failure("runner_error", f"{type(err).__name__}: {err}", provider_fault=False) from err
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(check_result, result, request, self.payer.domains)
+            check = await asyncio.to_thread(self._check, result, request, run.expected)
         except InvalidResponseError as err:
             if issued is not None:
                 self.payer.settle_voucher(issued, VoucherOutcome.ACCEPTED)
             raise _Failure("invalid_result", str(err)) from err
         verify_s = time.perf_counter() - started
-        return _Delivered(result, request, provider, price, n, verify_s, issued)
+        if check is not None and not check.passed:
+            # The node delivered (and kept its voucher): the operator's loss, recovered from the slash.
+            if issued is not None:
+                self.payer.settle_voucher(issued, VoucherOutcome.ACCEPTED)
+            raise _Failure(
+                "verification_failed",
+                f"{check.method}: {check.detail}",
+                rejected=_Rejection(check, verify_s, result, request),
+            )
+        return _Delivered(result, request, provider, price, n, verify_s, issued, check)
+
+    def _check(
+        self, result: JobResult, request: JobRequest, expected: Mapping[str, Any] | None
+    ) -> CheckResult | None:
+        """The result's signature and fit (``check_result``), then the workload's own check, or for a canary
+        the comparison with the committed answer and Freivalds (blocking)."""
+        check_result(result, request, self.payer.domains)
+        if expected is not None:
+            return check_canary(request.input, result.output, expected, rounds=self.policy.freivalds_rounds)
+        return check_result_json(
+            request.workload, request.input, result.output, rounds=self.policy.freivalds_rounds
+        )
 
     def _classify(self, err: JobClientError, what: str) -> _Failure:
         if isinstance(err, JobRejectedError):
@@ -1118,6 +1548,7 @@ class Dispatcher:
 
     def _attempt_failed(self, run: _Run, n: int, provider: Address, region: str, failure: _Failure) -> None:
         run.failed.add(provider)
+        run.used.discard(provider)
         run.last_error = (failure.code, failure.message)
         if failure.provider_fault:
             self.health.record(provider, region, False)
@@ -1128,8 +1559,12 @@ class Dispatcher:
                 run.log.warning("cannot record an observation", extra={"error": str(err)})
         dark = region in self.health.dark_regions()
         failover = None
-        if not failure.final and run.attempts < self.settings.max_attempts:
+        if not failure.final and run.attempts < self._max_attempts(run):
             failover = {"from": provider, "region": region, "code": failure.code, "region_dark": dark}
+        rejected = failure.rejected
+        if rejected is not None:
+            self._rejected(run, n, provider, failure.message, rejected, failover)
+            return
         self.store.end_attempt(
             run.record.id, n, code=failure.code, message=failure.message, failover=failover
         )
@@ -1144,6 +1579,131 @@ class Dispatcher:
                 "region_dark": dark,
             },
         )
+
+    def _max_attempts(self, run: _Run) -> int:
+        return run.max_attempts or self.settings.max_attempts
+
+    def _rejected(
+        self,
+        run: _Run,
+        n: int,
+        provider: Address,
+        message: str,
+        rejected: _Rejection,
+        failover: Mapping[str, Any] | None,
+    ) -> None:
+        """Record a rejected result (attempt ``rejected``, metrics); file the evidence in the background."""
+        record = run.record
+        check = rejected.check
+        self.store.reject_attempt(
+            record.id,
+            n,
+            code="verification_failed",
+            message=message,
+            verification=check_json(check, rejected.verify_s),
+            failover=None if failover is None else {**failover, "code": "verification_failed"},
+        )
+        if self.metrics is not None:
+            self.metrics.verified(record.workload, check.method, "failed")
+        run.log.warning(
+            "result rejected",
+            extra={
+                "attempt": n,
+                "provider": provider,
+                "method": check.method,
+                "detail": check.detail[:300],
+            },
+        )
+        kind: EvidenceKind = "invalid_result"
+        escrow_id = None
+        if run.canary is not None and rejected.canary is None:
+            rejected = dataclasses.replace(rejected, canary=run.canary)
+        if rejected.canary is not None:
+            kind = "canary"
+        elif isinstance(rejected.request.payment, EscrowPayment):
+            kind = "escrow"
+            escrow_id = _hex(rejected.request.job_id)
+        self._spawn(
+            self._file_evidence(record.id, n, kind, record.workload, record.input, rejected, escrow_id),
+            f"evidence-{record.id[:10]}-{n}",
+        )
+
+    async def _file_evidence(
+        self,
+        job_id: str,
+        n: int,
+        kind: EvidenceKind,
+        workload: str,
+        inp: Mapping[str, Any],
+        rejected: _Rejection,
+        escrow_id: str | None,
+    ) -> None:
+        jlog = _JobLog(log, {"job_id": job_id})
+        if self.evidence is None:
+            outcome = EvidenceOutcome(kind, "skipped", "no verifier configured (verification.verifier_urls)")
+        else:
+            outcome = await self.evidence.file(
+                kind,
+                workload=workload,
+                inp=inp,
+                result=rejected.result,
+                canary=rejected.canary,
+                escrow_id=escrow_id,
+                collected=rejected.collected,
+            )
+        with contextlib.suppress(JobStoreError):
+            self.store.set_evidence(job_id, n, outcome.as_json())
+        if self.metrics is not None:
+            self.metrics.evidence_filed(kind, outcome.outcome)
+        extra = {
+            "attempt": n,
+            "provider": rejected.result.receipt.provider,
+            "kind": kind,
+            "outcome": outcome.outcome,
+            "detail": outcome.detail[:300],
+            "tx": outcome.tx,
+            "slashed": outcome.slashed_wei,
+        }
+        if outcome.outcome in ("proven", "pending", "already_proven"):
+            jlog.info("evidence filed", extra=extra)
+        elif outcome.outcome == "skipped":
+            jlog.info("evidence not filed", extra=extra)
+        else:
+            jlog.warning("evidence not proven", extra=extra)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run background work (evidence, canaries) in the dispatcher's task group; it must not raise."""
+        group = self._group
+        if group is None:
+            work.close()
+            log.warning("background work dropped: the dispatcher is not running", extra={"task": name})
+            return
+
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background work failed", extra={"task": name})
+
+        task = group.create_task(guarded(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def wait_background(self, timeout: float) -> bool:
+        """Wait until the background work started so far (evidence, canaries) is done.
+
+        Returns:
+            Whether it all finished within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while self._background:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(set(self._background), timeout=remaining)
+        return True
 
     # --- restart ---------------------------------------------------------------------------------------
 
@@ -1224,21 +1784,60 @@ class Dispatcher:
 
     # --- endings ---------------------------------------------------------------------------------------
 
-    async def _succeed(self, run: _Run, delivered: _Delivered) -> None:
-        record = run.record
-        result = delivered.result
-        settle_started = time.perf_counter()
+    def _settle_delivered(self, run: _Run, delivered: _Delivered) -> None:
+        """A delivered, verified result is kept: its payment is final, the provider did well."""
         if delivered.issued is not None:
             self.payer.settle_voucher(delivered.issued, VoucherOutcome.ACCEPTED)
         elif isinstance(delivered.request.payment, EscrowPayment):
-            self.payer.escrow_delivered(_hex(delivered.request.job_id), result.receipt.result_hash)
-        region = self._region_of(record, delivered.n)
+            self.payer.escrow_delivered(_hex(delivered.request.job_id), delivered.result.receipt.result_hash)
+        region = delivered.region or self._region_of(run.record, delivered.n)
         self.health.record(delivered.provider, region, True)
         if self.observations is not None:
             try:
                 self.observations.record_observation(delivered.provider, True)
             except Exception as err:  # noqa: BLE001 - the record is advisory
                 run.log.warning("cannot record an observation", extra={"error": str(err)})
+
+    async def _succeed(
+        self,
+        run: _Run,
+        delivered: _Delivered,
+        agreeing: Sequence[_Delivered] = (),
+        verification: CheckResult | None = None,
+        verify_s: float | None = None,
+    ) -> None:
+        """The job succeeds with ``delivered``'s result (``agreeing``: the other copies of a redundant run,
+        paid and charged too; ``verification``: the check that decided, default ``delivered.check``)."""
+        record = run.record
+        result = delivered.result
+        settle_started = time.perf_counter()
+        for copy in (delivered, *agreeing):
+            self._settle_delivered(run, copy)
+        price = delivered.price + sum(copy.price for copy in agreeing)
+        check = verification if verification is not None else delivered.check
+        spent_verifying = delivered.verify_s if verify_s is None else verify_s
+        if check is None:
+            check = CheckResult(
+                True,
+                "redundant",
+                f"no cheap check for {record.workload}; redundancy 1: the signed receipt and the result's "
+                "fit were checked (raise verification.embed_redundancy or the job's redundancy to compare)",
+            )
+            method = "none"
+        else:
+            method = check.method
+        verification_json = check_json(check, spent_verifying)
+        if method == "none":
+            verification_json["method"] = "none"
+        for copy in (delivered, *agreeing):
+            with contextlib.suppress(JobStoreError):
+                self.store.set_verification(
+                    record.id,
+                    copy.n,
+                    verification_json if copy.check is None else check_json(copy.check, copy.verify_s),
+                )
+        if self.metrics is not None:
+            self.metrics.verified(record.workload, method, "unchecked" if method == "none" else "passed")
         if record.id in self._cancelled:
             run.log.info(
                 "result arrived after the job was cancelled; not charged",
@@ -1253,12 +1852,13 @@ class Dispatcher:
             "match": run.match_s * 1000,
             "queue": queue_ms,
             "compute": compute_ms,
-            "verify": delivered.verify_s * 1000,
+            "verify": spent_verifying * 1000,
             "settle": run.settle_s * 1000,
         }
         timing["dispatch"] = max(total_ms - sum(timing.values()), 0.0)
         timing["total"] = total_ms
         timing = {k: round(v, 3) for k, v in timing.items()}
+        internal = record.kind != "client"
         try:
             self.store.succeed(
                 record.id,
@@ -1267,27 +1867,42 @@ class Dispatcher:
                 receipt=receipt_json(result, self.payer.domains),
                 provider=delivered.provider,
                 timing_ms=timing,
-                price_wei=delivered.price,
-                charged_wei=delivered.price,
+                price_wei=price,
+                charged_wei=0 if internal else price,
+                verification=verification_json,
+                agreeing=tuple(copy.n for copy in agreeing),
             )
         except JobStoreError:
             run.log.info("the job finished elsewhere (cancelled) before its result was stored; not charged")
             return
-        self._charge(run, delivered.price)
+        if not internal:
+            self._charge(run, price)
         run.log.info(
             "job succeeded",
             extra={
                 "provider": delivered.provider,
                 "attempt": delivered.n,
-                "price": delivered.price,
+                "copies": 1 + len(agreeing),
+                "price": price,
+                "verification": method,
                 "timing_ms": json.dumps(timing),
             },
         )
+        if internal:
+            return
         if record.use_cache and self.cache is not None:
             try:
                 self.cache.put(record.input, result, delivered.provider)
             except (UnverifiedResultError, WorkloadSpecError) as err:
                 run.log.warning("result not cached", extra={"error": str(err)})
+        if (
+            record.workload == "matmul"
+            and self.verifiers is not None
+            and canary_due(record.id, self.policy.canary_rate)
+        ):
+            self._spawn(
+                self._canary(record, delivered.provider), f"canary-{record.id[:10]}-{delivered.provider[:8]}"
+            )
 
     def _charge(self, run: _Run, amount: int) -> None:
         try:

@@ -19,6 +19,12 @@ Job life cycle::
 
 A job served from the result cache goes ``queued -> succeeded`` (``cached`` set). Every transition appends
 an event (:class:`JobEvent`) with a sequence number that grows by one per job.
+
+Every delivered result is checked before the job succeeds (``proxima.marketplace.gateway.verify``): the check
+is stored on the attempt (:meth:`JobStore.set_verification`) and, for the result that the job returns, on
+the job. An attempt whose result failed its check ends ``rejected`` (:meth:`JobStore.reject_attempt`) and
+the evidence filed against it on chain is stored on it too (:meth:`JobStore.set_evidence`). Canary jobs
+(``kind = "canary"``) are the gateway's own: paid by it, charged to nobody, listed under its own address.
 """
 
 from __future__ import annotations
@@ -50,11 +56,13 @@ from proxima.sdk.workloads import WorkloadSpecError, canonical_json, parse_input
 __all__ = [
     "SCHEMA_VERSION",
     "TERMINAL",
+    "AttemptOutcome",
     "AttemptRecord",
     "EventType",
     "IdempotencyConflictError",
     "InvalidJobError",
     "JobEvent",
+    "JobKind",
     "JobRecord",
     "JobStatus",
     "JobStore",
@@ -68,6 +76,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PaymentMode = Literal["voucher", "escrow"]
+JobKind = Literal["client", "canary"]
+AttemptOutcome = Literal["running", "succeeded", "failed", "rejected", "cancelled"]
 _JOB_ID = re.compile(r"^0x[0-9a-f]{64}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _MAX_ERROR_CHARS: Final = 2_000
@@ -108,6 +118,10 @@ class EventType(StrEnum):
     CACHED = "cached"
     SETTLED = "settled"
     """An escrow payment was confirmed or claimed back on chain (after the job finished)."""
+    REJECTED = "rejected"
+    """An attempt delivered a result that failed verification; the job moves on (data: the check)."""
+    EVIDENCE = "evidence"
+    """Evidence against a rejected result was filed on chain, or could not be (data: its outcome)."""
 
 
 # --- errors ----------------------------------------------------------------------------------------------
@@ -186,9 +200,15 @@ class AttemptRecord:
         price_wei: What the attempt pays the provider if it delivers.
         started_at: Unix seconds.
         ended_at: Unix seconds, ``None`` while running.
-        outcome: ``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"``.
-        error_code: Why it failed (``busy``, ``timeout``, ``transport``, ``invalid_result``...).
+        outcome: ``"running"``, ``"succeeded"``, ``"failed"``, ``"rejected"`` (it delivered a result that
+            failed verification) or ``"cancelled"``.
+        error_code: Why it failed (``busy``, ``timeout``, ``transport``, ``invalid_result``,
+            ``verification_failed``...).
         error_message: The failure's explanation.
+        verification: The check of its result: ``{method, passed, detail, rounds, verify_ms}`` (``None``
+            when no result came or it was not checked).
+        evidence: What was filed on chain against a rejected result: ``{kind, outcome, tx, slashed_wei,
+            detail, ...}`` (``None`` when nothing was attempted yet).
     """
 
     n: int
@@ -199,9 +219,11 @@ class AttemptRecord:
     price_wei: int
     started_at: float
     ended_at: float | None
-    outcome: Literal["running", "succeeded", "failed", "cancelled"]
+    outcome: AttemptOutcome
     error_code: str | None
     error_message: str | None
+    verification: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +270,10 @@ class JobRecord:
         charged_wei: What the client was charged (set once, only for a delivered result).
         error: ``{"code", "message"}`` once failed or cancelled.
         cached: Whether the result came from the result cache.
+        verification: The check of the returned result: ``{method, passed, detail, rounds, verify_ms}``
+            (``None`` until a result passed, and for cached results, whose check was made when they were
+            first delivered).
+        kind: ``"client"`` (a client's job) or ``"canary"`` (the gateway's own test of a provider).
     """
 
     id: str
@@ -270,6 +296,8 @@ class JobRecord:
     charged_wei: int | None
     error: dict[str, str] | None
     cached: bool
+    verification: dict[str, Any] | None = None
+    kind: JobKind = "client"
 
     @property
     def finished(self) -> bool:
@@ -392,8 +420,20 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+_SCHEMA_V2 = """
+ALTER TABLE jobs ADD COLUMN verification TEXT;
+ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'client' CHECK (kind IN ('client', 'canary'));
+ALTER TABLE attempts ADD COLUMN verification TEXT;
+ALTER TABLE attempts ADD COLUMN evidence TEXT;
+ALTER TABLE escrows ADD COLUMN verdicts TEXT;
+CREATE INDEX jobs_by_kind ON jobs (kind, created_at)
+"""
+"""Verification: the check of each delivered result (attempt and job), evidence filed against rejected
+results, canary jobs, verifier signatures kept for an escrow dispute."""
+
 _MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     lambda conn: _run_script(conn, _SCHEMA_V1),  # 0 -> 1
+    lambda conn: _run_script(conn, _SCHEMA_V2),  # 1 -> 2
 )
 """``_MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``; append, never edit."""
 
@@ -535,6 +575,7 @@ class JobStore(SqliteStore):
         idempotency_key: str | None = None,
         use_cache: bool = True,
         job_id: str | None = None,
+        kind: JobKind = "client",
     ) -> JobRecord:
         """Store a new job (status ``queued``), or return the one created before with the same key.
 
@@ -547,6 +588,7 @@ class JobStore(SqliteStore):
             idempotency_key: Per client: a second create with the same key returns the first job.
             use_cache: Whether the result cache may serve (and keep) this job's result.
             job_id: The id to use (default: a fresh random one).
+            kind: ``"client"``, or ``"canary"`` for the gateway's own canary jobs.
 
         Returns:
             The stored job: new, or the one first created with ``idempotency_key``.
@@ -560,6 +602,8 @@ class JobStore(SqliteStore):
         client = to_checksum_address(client)
         if payment_mode not in get_args(PaymentMode):
             raise InvalidJobError("payment_mode", f"must be 'voucher' or 'escrow', got {payment_mode!r}")
+        if kind not in get_args(JobKind):
+            raise InvalidJobError("kind", f"must be 'client' or 'canary', got {kind!r}")
         try:
             parse_input(workload, input)
         except WorkloadSpecError as err:
@@ -605,8 +649,8 @@ class JobStore(SqliteStore):
             try:
                 conn.execute(
                     "INSERT INTO jobs (id, client, workload, input, spec, payment_mode, use_cache, status, "
-                    "created_at, updated_at, idempotency_key, request_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                    "created_at, updated_at, idempotency_key, request_hash, kind) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                     (
                         job_id,
                         client,
@@ -619,11 +663,15 @@ class JobStore(SqliteStore):
                         now,
                         idempotency_key,
                         request_hash,
+                        kind,
                     ),
                 )
             except sqlite3.IntegrityError as err:
                 raise InvalidJobError("id", f"a job {job_id} exists already") from err
-            self._append(conn, job_id, EventType.QUEUED, {"workload": workload, "payment_mode": payment_mode})
+            queued: dict[str, Any] = {"workload": workload, "payment_mode": payment_mode}
+            if kind != "client":
+                queued["kind"] = kind
+            self._append(conn, job_id, EventType.QUEUED, queued)
             record = self._get(conn, job_id)
         assert record is not None
         log.info(
@@ -707,6 +755,8 @@ class JobStore(SqliteStore):
             charged_wei=_int_or_none(row["charged_wei"]),
             error=_loads(row["error"]),
             cached=bool(row["cached"]),
+            verification=_loads(row["verification"]),
+            kind=row["kind"],
         )
 
     def _update(self, conn: sqlite3.Connection, job_id: str, **columns: object) -> None:
@@ -867,6 +917,86 @@ class JobStore(SqliteStore):
                 self._append(conn, job_id, EventType.FAILOVER, dict(failover))
         self._notify(job_id)
 
+    def set_verification(self, job_id: str, n: int, verification: Mapping[str, Any]) -> None:
+        """Record the check of attempt ``n``'s result (``{method, passed, detail, rounds, verify_ms}``).
+
+        Raises:
+            UnknownJobError: If there is no such attempt.
+        """
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE attempts SET verification = ? WHERE job_id = ? AND n = ?",
+                (_json(dict(verification)), job_id, n),
+            )
+            if cursor.rowcount != 1:
+                raise UnknownJobError(f"{job_id} attempt {n}")
+
+    def reject_attempt(
+        self,
+        job_id: str,
+        n: int,
+        *,
+        code: str,
+        message: str,
+        verification: Mapping[str, Any] | None = None,
+        failover: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Attempt ``n`` delivered a result that failed verification: outcome ``rejected`` (a ``rejected``
+        event with the check; plus a ``failover`` event if given). The job itself goes on.
+
+        Raises:
+            UnknownJobError: If there is no such attempt.
+        """
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT provider FROM attempts WHERE job_id = ? AND n = ?", (job_id, n)
+            ).fetchone()
+            if row is None:
+                raise UnknownJobError(f"{job_id} attempt {n}")
+            columns: dict[str, object] = {
+                "ended_at": self._clock(),
+                "outcome": "rejected",
+                "error_code": code,
+                "error_message": _clip(message),
+            }
+            if verification is not None:
+                columns["verification"] = _json(dict(verification))
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            conn.execute(
+                f"UPDATE attempts SET {assignments} WHERE job_id = ? AND n = ?",  # noqa: S608 - names are ours
+                (*columns.values(), job_id, n),
+            )
+            self._update(conn, job_id)
+            data: dict[str, Any] = {
+                "attempt": n,
+                "provider": row["provider"],
+                "code": code,
+                "message": _clip(message),
+            }
+            if verification is not None:
+                data["verification"] = dict(verification)
+            self._append(conn, job_id, EventType.REJECTED, data)
+            if failover is not None:
+                self._append(conn, job_id, EventType.FAILOVER, dict(failover))
+        self._notify(job_id)
+
+    def set_evidence(self, job_id: str, n: int, evidence: Mapping[str, Any]) -> None:
+        """Record what was filed on chain against attempt ``n``'s result (an ``evidence`` event too; the job
+        may have finished already).
+
+        Raises:
+            UnknownJobError: If there is no such attempt.
+        """
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE attempts SET evidence = ? WHERE job_id = ? AND n = ?",
+                (_json(dict(evidence)), job_id, n),
+            )
+            if cursor.rowcount != 1:
+                raise UnknownJobError(f"{job_id} attempt {n}")
+            self._append(conn, job_id, EventType.EVIDENCE, {"attempt": n, **dict(evidence)})
+        self._notify(job_id)
+
     def succeed(
         self,
         job_id: str,
@@ -879,8 +1009,13 @@ class JobStore(SqliteStore):
         price_wei: int,
         charged_wei: int,
         cached: bool = False,
+        verification: Mapping[str, Any] | None = None,
+        agreeing: tuple[int, ...] = (),
     ) -> None:
         """The job has its verified result: status ``succeeded`` (attempt ``n`` succeeded, unless cached).
+
+        ``verification`` (the check the result passed) is stored on the job; ``agreeing`` are the other
+        attempts of a redundant run whose results agreed with it (they end ``succeeded`` too).
 
         Raises:
             UnknownJobError: If there is no such job.
@@ -888,10 +1023,11 @@ class JobStore(SqliteStore):
         """
         with self.transaction() as conn:
             self._live(conn, job_id)
-            if n is not None:
+            for done in (*(() if n is None else (n,)), *agreeing):
                 conn.execute(
-                    "UPDATE attempts SET ended_at = ?, outcome = 'succeeded' WHERE job_id = ? AND n = ?",
-                    (self._clock(), job_id, n),
+                    "UPDATE attempts SET ended_at = COALESCE(ended_at, ?), outcome = 'succeeded' "
+                    "WHERE job_id = ? AND n = ?",
+                    (self._clock(), job_id, done),
                 )
             self._update(
                 conn,
@@ -905,6 +1041,7 @@ class JobStore(SqliteStore):
                 charged_wei=str(charged_wei),
                 cached=int(cached),
                 error=None,
+                verification=None if verification is None else _json(dict(verification)),
             )
             if cached:
                 self._append(conn, job_id, EventType.CACHED, {"provider": provider})
@@ -1016,4 +1153,6 @@ def _attempt(row: sqlite3.Row) -> AttemptRecord:
         outcome=row["outcome"],
         error_code=row["error_code"],
         error_message=row["error_message"],
+        verification=_loads(row["verification"]),
+        evidence=_loads(row["evidence"]),
     )

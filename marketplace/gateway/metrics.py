@@ -12,7 +12,17 @@
 * ``proxima_gateway_budget_refusals_total``: jobs refused because the budget would be exceeded;
 * ``proxima_gateway_rate_limited_total``: requests refused by the rate limit;
 * ``proxima_gateway_auth_failures_total``: requests refused for missing or bad credentials;
-* ``proxima_gateway_offers``: live offers the gateway sees (read at scrape time).
+* ``proxima_gateway_offers``: live offers the gateway sees (read at scrape time);
+* ``proxima_gateway_verifications_total{workload,method,outcome}``: results checked before a job succeeds
+  (``method``: ``freivalds``, ``redundant``, ``canary``, ``verdict``, ``majority``, ``none``; ``outcome``:
+  ``passed``, ``failed``, ``unchecked``);
+* ``proxima_gateway_evidence_total{kind,outcome}``: evidence against rejected results (``kind``:
+  ``invalid_result``, ``canary``, ``escrow``; ``outcome``: ``proven``, ``skipped``, ``no_quorum``,
+  ``already_proven``, ``error``, ``pending``);
+* ``proxima_gateway_canaries_total{outcome}``: canary jobs sent to providers (``passed``, ``failed``,
+  ``undelivered``, ``unavailable``).
+
+Canary jobs (the gateway's own) are not counted in the job counters.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE", "FinishedJobs", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE", "FinishedJobs", "GatewayMetrics", "VerificationMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """Content type of the Prometheus text format."""
@@ -111,6 +121,33 @@ class GatewayMetrics:
         self.offers = Gauge("proxima_gateway_offers", "Live offers the gateway sees", registry=r)
         if offers is not None:
             self.offers.set_function(lambda: float(offers()))
+        self.verifications = Counter(
+            "proxima_gateway_verifications",
+            "Results checked before a job succeeds",
+            ["workload", "method", "outcome"],
+            registry=r,
+        )
+        self.evidence = Counter(
+            "proxima_gateway_evidence",
+            "Evidence filed (or not) against rejected results",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.canaries = Counter(
+            "proxima_gateway_canaries", "Canary jobs sent to providers", ["outcome"], registry=r
+        )
+
+    def verified(self, workload: str, method: str, outcome: str) -> None:
+        """Count one result check (``outcome``: ``passed``, ``failed`` or ``unchecked``)."""
+        self.verifications.labels(workload, method, outcome).inc()
+
+    def evidence_filed(self, kind: str, outcome: str) -> None:
+        """Count one evidence outcome (``kind``: ``invalid_result``, ``canary`` or ``escrow``)."""
+        self.evidence.labels(kind, outcome).inc()
+
+    def canary_done(self, outcome: str) -> None:
+        """Count one canary job (``passed``, ``failed``, ``undelivered``, ``unavailable``)."""
+        self.canaries.labels(outcome).inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request."""
@@ -162,7 +199,8 @@ class GatewayMetrics:
         with self._sync_lock:
             rows = store.read(
                 "SELECT id, workload, status, cached, timing, updated_at FROM jobs "
-                "WHERE status IN ('succeeded', 'failed', 'cancelled') AND updated_at >= ? "
+                "WHERE status IN ('succeeded', 'failed', 'cancelled') AND kind = 'client' "
+                "AND updated_at >= ? "
                 "ORDER BY updated_at, id LIMIT ?",
                 (self._mark, limit + len(self._at_mark)),
             )
@@ -175,7 +213,7 @@ class GatewayMetrics:
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in store.read(
-                    f"SELECT job_id, count(*) AS n FROM attempts WHERE outcome = 'failed' "  # noqa: S608
+                    f"SELECT job_id, count(*) AS n FROM attempts WHERE outcome IN ('failed', 'rejected') "  # noqa: S608
                     f"AND job_id IN ({marks}) GROUP BY job_id",
                     chunk,
                 ):
@@ -200,6 +238,19 @@ class GatewayMetrics:
                 self._at_mark = set()
             self._at_mark.update(str(r["id"]) for r in fresh if float(r["updated_at"]) == last)
             return len(fresh)
+
+
+class VerificationMetrics(Protocol):
+    """Where the dispatcher counts result checks, evidence and canaries (:class:`GatewayMetrics`)."""
+
+    def verified(self, workload: str, method: str, outcome: str) -> None:
+        """Count one result check."""
+
+    def evidence_filed(self, kind: str, outcome: str) -> None:
+        """Count one evidence outcome."""
+
+    def canary_done(self, outcome: str) -> None:
+        """Count one canary job."""
 
 
 class FinishedJobs(Protocol):

@@ -37,9 +37,16 @@ thread) then confirms it once the provider has committed the same result hash on
 once), and claims back (``claimTimeout``: refund, the provider slashed, its ``jobs_failed`` incremented) every
 escrow whose attempt failed and whose delivery deadline has passed.
 
-Chain calls block: call :meth:`open_escrow`, :meth:`settle_escrows`, :meth:`ensure_deposit` and
-:meth:`outstanding` from worker threads. The voucher methods touch only the database and a signature and are
-meant for the dispatcher's event loop.
+A delivered escrow result that fails verification is *rejected* (:meth:`Payer.escrow_rejected`): the
+gateway disputes it (``disputeResult``, posting the bond) once the provider has committed that result on
+chain, and resolves the dispute at once with a quorum of verifier signatures over ``Verdict(escrowId,
+resultHash, false)`` in the escrow's domain (:meth:`Payer.escrow_verdicts` keeps them,
+:meth:`Payer.dispute_escrow` files both transactions): price and bond come back, the provider is slashed.
+A provider that never commits is claimed back after its deadline, as for a failed attempt.
+
+Chain calls block: call :meth:`open_escrow`, :meth:`settle_escrows`, :meth:`dispute_escrow`,
+:meth:`ensure_deposit` and :meth:`outstanding` from worker threads. The voucher methods touch only the
+database and a signature and are meant for the dispatcher's event loop.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -62,7 +69,7 @@ from proxima.marketplace.gateway.jobstore import EventType, JobStore
 from proxima.sdk.bindings import JobStatus as ChainJobStatus
 from proxima.sdk.bindings import ProximaContracts
 from proxima.sdk.chain import ChainError
-from proxima.sdk.eip712 import LocalSigner, Voucher
+from proxima.sdk.eip712 import LocalSigner, Signature, Verdict, Voucher
 from proxima.sdk.errors import SignatureError
 from proxima.sdk.jobs import Domains, ErrorCode, Quote, VoucherPayment
 from proxima.sdk.types import Address
@@ -190,14 +197,19 @@ class EscrowAction:
         escrow_id: The escrow job (``0x`` hex).
         job_id: The gateway job it paid for.
         action: ``"confirmed"``, ``"claimed"``, ``"settled"``, ``"paid_unused"``, ``"mismatch"``,
-            ``"not_opened"`` or ``"error"``.
+            ``"not_opened"``, ``"disputed"`` (a rejected result disputed and resolved: refunded, provider
+            slashed), ``"dispute_lost"`` (the verdict found the result valid) or ``"error"``.
         detail: Extra information (the error, the amount refunded...).
+        tx: The hash of the transaction that did it, if one was sent.
+        slashed_wei: Stake the provider lost (``disputed``).
     """
 
     escrow_id: str
     job_id: str
     action: str
     detail: str = ""
+    tx: str | None = None
+    slashed_wei: int | None = None
 
 
 def is_stale_voucher(code: ErrorCode, message: str) -> bool:
@@ -685,6 +697,108 @@ class Payer:
         """A verified result came for this escrow job: confirm it once the provider commits it on chain."""
         self._set_escrow(escrow_id, "delivered", result_hash="0x" + result_hash.hex())
 
+    def escrow_rejected(self, escrow_id: str, result_hash: bytes, reason: str) -> None:
+        """The result delivered for this escrow job failed verification: dispute it (never confirm it)."""
+        if self.escrow_state(escrow_id) in ("open", "opening"):
+            self._set_escrow(escrow_id, "rejected", result_hash="0x" + result_hash.hex(), note=reason[:500])
+
+    def escrow_verdicts(self, escrow_id: str, signatures: Sequence[tuple[Address, Signature]]) -> None:
+        """Keep verifier signatures over ``Verdict(escrowId, resultHash, false)`` for the dispute."""
+        data = json.dumps([[address, "0x" + sig.to_bytes().hex()] for address, sig in signatures])
+        with self.store.transaction() as conn:
+            conn.execute(
+                "UPDATE escrows SET verdicts = ?, updated_at = ? WHERE escrow_id = ?",
+                (data, self._clock(), escrow_id),
+            )
+
+    def _verdicts(self, escrow_id: str) -> list[tuple[Address, Signature]]:
+        rows = self.store.read("SELECT verdicts FROM escrows WHERE escrow_id = ?", (escrow_id,))
+        if not rows or rows[0]["verdicts"] is None:
+            return []
+        return [
+            (Address(address), Signature.from_bytes(bytes.fromhex(sig[2:])))
+            for address, sig in json.loads(rows[0]["verdicts"])
+        ]
+
+    def dispute_escrow(self, escrow_id: str) -> EscrowAction | None:
+        """Dispute a rejected escrow result now, if it can be (blocking; also the duty loop's).
+
+        Once the provider has committed the rejected result on chain (``Delivered``) and verdict signatures
+        are kept: ``disputeResult`` (posting the bond) then ``resolveDispute`` with them. A provider that
+        never commits is claimed back after its deadline.
+
+        Returns:
+            What was done, or ``None`` when it is not time yet (not committed, no verdicts yet).
+
+        Raises:
+            ChainError: If a transaction fails (retried by the next duty pass).
+        """
+        rows = self.store.read(
+            "SELECT escrow_id, job_id, state, delivery_deadline, accept_by, result_hash FROM escrows "
+            "WHERE escrow_id = ?",
+            (escrow_id,),
+        )
+        if not rows or rows[0]["state"] != "rejected":
+            return None
+        return self._settle_rejected(rows[0], self.contracts.chain.now())
+
+    def _settle_rejected(self, row: Any, now: int) -> EscrowAction | None:
+        escrow = self.contracts.escrow
+        escrow_id, job_id = str(row["escrow_id"]), str(row["job_id"])
+        raw_id = bytes.fromhex(escrow_id[2:])
+        onchain = escrow.job_of(raw_id)
+        status = onchain.status
+        if status is ChainJobStatus.ACCEPTED:
+            if now <= onchain.delivery_deadline:
+                return None
+            receipt = escrow.claim_timeout(self.account, raw_id)
+            tx = "0x" + bytes(receipt["transactionHash"]).hex()
+            self._set_escrow(escrow_id, "claimed", tx=tx)
+            return EscrowAction(escrow_id, job_id, "claimed", f"refund {onchain.price} wei", tx)
+        if status is ChainJobStatus.REFUNDED:
+            self._set_escrow(escrow_id, "claimed", note="refunded on chain")
+            return EscrowAction(escrow_id, job_id, "claimed", "refunded")
+        if status is ChainJobStatus.SETTLED:
+            self._set_escrow(escrow_id, "settled", note="paid although rejected (not disputed in time)")
+            log.warning(
+                "a rejected escrow result was paid (not disputed within its challenge window)",
+                extra={"job_id": job_id, "escrow_id": escrow_id, "provider": onchain.provider},
+            )
+            return EscrowAction(escrow_id, job_id, "settled")
+        ours = row["result_hash"]
+        theirs = "0x" + onchain.result_hash.hex()
+        if ours is not None and theirs != ours:
+            self._set_escrow(escrow_id, "mismatch", note=f"chain holds {theirs}, the rejected receipt {ours}")
+            return EscrowAction(escrow_id, job_id, "mismatch", theirs)
+        verdicts = self._verdicts(escrow_id)
+        if not verdicts:
+            return None  # the evidence task stores them; without verifiers the result cannot be disputed
+        quorum = escrow.parameter("verdictQuorum")
+        if len(verdicts) < quorum:
+            return None
+        disputed_tx = None
+        if status is ChainJobStatus.DELIVERED:
+            if now > onchain.challenge_ends_at:
+                return None  # too late to dispute: it settles (logged when it does)
+            disputed_tx = "0x" + bytes(escrow.dispute_result(self.account, raw_id)["transactionHash"]).hex()
+        elif status is not ChainJobStatus.DISPUTED:
+            return None
+        verdict = Verdict(job_id=raw_id, result_hash=onchain.result_hash, result_valid=False)
+        receipt = escrow.resolve_dispute(self.account, verdict, verdicts)
+        tx = "0x" + bytes(receipt["transactionHash"]).hex()
+        slashed = sum(int(e.args["amount"]) for e in self.contracts.registry.events(receipt, "Slashed"))
+        self._set_escrow(escrow_id, "disputed", tx=tx, note=f"dispute {disputed_tx}; slashed {slashed} wei")
+        log.info(
+            "rejected escrow result disputed and refunded; provider slashed",
+            extra={
+                "job_id": job_id,
+                "escrow_id": escrow_id,
+                "provider": onchain.provider,
+                "slashed": slashed,
+            },
+        )
+        return EscrowAction(escrow_id, job_id, "disputed", f"slashed {slashed} wei", tx, slashed)
+
     def escrow_failed(self, escrow_id: str, reason: str) -> None:
         """The attempt paid by this escrow failed: claim it back after its delivery deadline."""
         if self.escrow_state(escrow_id) in ("open", "opening"):
@@ -705,7 +819,7 @@ class Payer:
         """
         rows = self.store.read(
             "SELECT escrow_id, job_id, state, delivery_deadline, accept_by, result_hash FROM escrows "
-            "WHERE state IN ('opening', 'open', 'delivered', 'failed') ORDER BY delivery_deadline"
+            "WHERE state IN ('opening', 'open', 'delivered', 'failed', 'rejected') ORDER BY delivery_deadline"
         )
         if not rows:
             return []
@@ -715,7 +829,10 @@ class Payer:
         for row in rows:
             escrow_id, job_id, state = row["escrow_id"], row["job_id"], row["state"]
             try:
-                action = self._settle_one(escrow_id, job_id, state, row, now)
+                if state == "rejected":
+                    action = self._settle_rejected(row, now)
+                else:
+                    action = self._settle_one(escrow_id, job_id, state, row, now)
             except ChainError as err:
                 log.warning(
                     "escrow settlement failed; will retry",
@@ -725,7 +842,7 @@ class Payer:
                 continue
             if action is not None:
                 actions.append(action)
-                if action.action in ("confirmed", "claimed"):
+                if action.action in ("confirmed", "claimed", "disputed"):
                     self.store.add_event(
                         job_id, EventType.SETTLED, {"escrow_id": escrow_id, "action": action.action}
                     )

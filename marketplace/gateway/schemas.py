@@ -38,6 +38,7 @@ __all__ = [
     "EmbeddingUsage",
     "ErrorDetail",
     "ErrorResponse",
+    "EvidencePublic",
     "GatewayRecordPublic",
     "HealthPublic",
     "JobCreate",
@@ -50,6 +51,7 @@ __all__ = [
     "PlacementPublic",
     "ProviderPublic",
     "TimingPublic",
+    "VerificationPublic",
     "WeiText",
     "error_body",
     "error_type",
@@ -240,6 +242,45 @@ class TimingPublic(_Response):
     total: float | None = None
 
 
+class VerificationPublic(_Response):
+    """How a result was checked before the job succeeded (or why it was rejected).
+
+    Attributes:
+        method: ``freivalds`` (matmul), ``redundant`` (results of distinct providers compared), ``canary``
+            (compared with an answer committed in advance), ``none`` (no check exists for this workload at
+            redundancy 1: signature and shape only).
+        passed: Whether the result passed.
+        detail: What was checked, or what failed and by how much.
+        rounds: Freivalds rounds run.
+        verify_ms: Time the check took here.
+    """
+
+    method: str
+    passed: bool
+    detail: str
+    rounds: int = 0
+    verify_ms: float = 0.0
+
+
+class EvidencePublic(_Response):
+    """Evidence filed on chain against a rejected result.
+
+    Attributes:
+        kind: ``invalid_result`` (voucher job), ``canary`` or ``escrow`` (dispute).
+        outcome: ``proven`` (the provider was slashed), ``pending``, ``already_proven``, ``no_quorum``,
+            ``rejected_by_verifiers``, ``skipped`` (no verifier configured) or ``error``.
+        detail: Human-readable.
+        tx: The proof's transaction hash.
+        slashed_wei: Stake the provider lost.
+    """
+
+    kind: str
+    outcome: str
+    detail: str = ""
+    tx: str | None = None
+    slashed_wei: WeiOut | None = None
+
+
 class AttemptPublic(_Response):
     """One provider's try at a job.
 
@@ -252,8 +293,11 @@ class AttemptPublic(_Response):
         price_wei: What it would be paid for a delivered result.
         started_at: Unix seconds.
         ended_at: Unix seconds (null while running).
-        outcome: ``running``, ``succeeded``, ``failed`` or ``cancelled``.
-        error: The error, for a failed attempt.
+        outcome: ``running``, ``succeeded``, ``failed``, ``rejected`` (its result failed verification; the
+            client is not charged for it) or ``cancelled``.
+        error: The error, for a failed or rejected attempt (``verification_failed`` with the check's detail).
+        verification: The check of its result.
+        evidence: What was filed on chain against a rejected result.
     """
 
     n: int
@@ -266,6 +310,8 @@ class AttemptPublic(_Response):
     ended_at: float | None = None
     outcome: str
     error: ErrorDetail | None = None
+    verification: VerificationPublic | None = None
+    evidence: EvidencePublic | None = None
 
 
 class PlacementPublic(_Response):
@@ -307,6 +353,7 @@ class JobPublic(_Response):
         result: The workload output (null until succeeded; left out of job lists).
         receipt: The provider's signed receipt.
         timing_ms: Time per phase.
+        verification: How the returned result was checked.
         price_wei: The agreed price.
         charged_wei: What the client was charged (only for a delivered result).
         error: Why it failed.
@@ -327,6 +374,7 @@ class JobPublic(_Response):
     result: dict[str, Any] | None = None
     receipt: dict[str, Any] | None = None
     timing_ms: TimingPublic = Field(default_factory=TimingPublic)
+    verification: VerificationPublic | None = None
     price_wei: WeiOut | None = None
     charged_wei: WeiOut | None = None
     error: ErrorDetail | None = None

@@ -56,6 +56,7 @@ __all__ = [
     "PayerSettings",
     "RateLimitSettings",
     "SettingsError",
+    "VerificationSettings",
     "WeiAmount",
     "describe_errors",
     "load_settings",
@@ -202,6 +203,57 @@ class RateLimitSettings(_Section):
     burst: int = Field(default=100, ge=1, le=1_000_000)
 
 
+def _verifier_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as err:
+        raise ValueError(f"{value!r} has an invalid port") from err
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: a verifier's base URL has no query or fragment")
+    return value.rstrip("/")
+
+
+VerifierUrl = Annotated[str, AfterValidator(_verifier_url)]
+
+
+class VerificationSettings(_Section):
+    """How the gateway checks results before a job succeeds (docs/GATEWAY.md, "Verification").
+
+    Attributes:
+        freivalds_rounds: Rounds of Freivalds' check on every matmul result (false acceptance of a wrong
+            product at most ``2**-rounds``).
+        embed_redundancy: Distinct providers that run every embed job (a job's own ``redundancy`` wins
+            when higher); their embeddings must agree. 1: no redundant runs.
+        canary_rate: Share (0..1) of successful matmul jobs after which the same provider also gets a
+            canary of the same shape (answer committed on chain beforehand by a verifier).
+        verifier_urls: Base URLs of ``proxima-verify`` services: they sign the verdicts (a quorum of them)
+            that put evidence against a wrong result on chain, and issue canaries.
+        evidence: File evidence on chain against rejected results (off: results are still rejected and
+            rerun, nobody is slashed).
+        verifier_timeout_seconds: Longest wait for one verifier answer.
+        embed_tolerance: Largest absolute difference between two providers' embedding values that still
+            counts as agreement.
+    """
+
+    freivalds_rounds: int = Field(default=16, ge=1, le=64)
+    embed_redundancy: int = Field(default=1, ge=1, le=5)
+    canary_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    verifier_urls: list[VerifierUrl] = Field(default_factory=list, max_length=16)
+    evidence: bool = True
+    verifier_timeout_seconds: Seconds = 30.0
+    embed_tolerance: float = Field(default=1e-3, gt=0, le=1.0)
+
+    @field_validator("verifier_urls")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("verifier_urls lists a URL twice")
+        return value
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway needs besides the payer's passphrase.
 
@@ -226,6 +278,7 @@ class GatewaySettings(BaseSettings):
         chainstate_ttl_seconds: How long provider records read from the chain are reused.
         max_request_bytes: Largest request body accepted (413 beyond).
         matching: The matching engine's weights and shares.
+        verification: Result checks, redundant embed runs, canaries, evidence on chain.
         result_cache: Serve repeated deterministic jobs from the result cache (clients can opt out per job).
         dev_mode: Development chains: allows ``payer.dev_account_index``.
         log_level: Logging level.
@@ -260,6 +313,7 @@ class GatewaySettings(BaseSettings):
     chainstate_ttl_seconds: Seconds = 30.0
     max_request_bytes: int = Field(default=64 * 2**20, ge=1_024, le=2**31)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    verification: VerificationSettings = Field(default_factory=VerificationSettings)
     result_cache: bool = True
     dev_mode: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -49,12 +49,14 @@ from proxima.marketplace.gateway.schemas import (
     ApiError,
     AttemptPublic,
     ErrorDetail,
+    EvidencePublic,
     JobCreate,
     JobLinks,
     JobList,
     JobPublic,
     PlacementPublic,
     TimingPublic,
+    VerificationPublic,
     error_body,
 )
 from proxima.marketplace.gateway.services import MarketDirectory
@@ -99,6 +101,8 @@ def job_public(record: JobRecord, *, include_result: bool = True) -> JobPublic:
             error=None
             if a.error_code is None
             else ErrorDetail(code=a.error_code, message=a.error_message or "", type="api_error"),
+            verification=_verification(a.verification),
+            evidence=_evidence(a.evidence),
         )
         for a in record.attempts
     ]
@@ -127,12 +131,38 @@ def job_public(record: JobRecord, *, include_result: bool = True) -> JobPublic:
         result=record.result if include_result else None,
         receipt=record.receipt,
         timing_ms=timing,
+        verification=_verification(record.verification),
         price_wei=record.price_wei,
         charged_wei=record.charged_wei,
         error=error,
         cached=record.cached,
         links=JobLinks(self=base, events=f"{base}/events", websocket=f"{base}/ws"),
     )
+
+
+def _verification(stored: dict[str, Any] | None) -> VerificationPublic | None:
+    if not stored:
+        return None
+    try:
+        return VerificationPublic.model_validate(stored)
+    except ValidationError:
+        log.warning("unreadable stored verification", extra={"stored": str(stored)[:200]})
+        return None
+
+
+def _evidence(stored: dict[str, Any] | None) -> EvidencePublic | None:
+    if not stored:
+        return None
+    data = dict(stored)
+    slashed = data.get("slashed_wei")
+    data["slashed_wei"] = int(slashed) if isinstance(slashed, str) and slashed.isdigit() else None
+    try:
+        return EvidencePublic.model_validate(
+            {k: v for k, v in data.items() if k in EvidencePublic.model_fields}
+        )
+    except ValidationError:
+        log.warning("unreadable stored evidence", extra={"stored": str(stored)[:200]})
+        return None
 
 
 def _providers(candidates: Any) -> list[str]:

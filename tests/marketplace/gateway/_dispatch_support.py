@@ -33,15 +33,18 @@ from proxima.marketplace.gateway.cache import ResultCache
 from proxima.marketplace.gateway.dispatch import Dispatcher, DispatchSettings
 from proxima.marketplace.gateway.health import HealthSettings, HealthTracker
 from proxima.marketplace.gateway.jobstore import JobRecord, JobStore, new_job_id
+from proxima.marketplace.gateway.metrics import GatewayMetrics
 from proxima.marketplace.gateway.payer import Payer
+from proxima.marketplace.gateway.verify import EvidenceFiler, VerificationPolicy, VerifierPool
 from proxima.marketplace.matching.engine import MatchingEngine
 from proxima.marketplace.matching.snapshot import MarketSnapshot
 from proxima.marketplace.matching.spec import MatchingConfig
 from proxima.marketplace.network import MarketNetwork
+from proxima.node.faults import FaultInjector
 from proxima.node.jobserver import JobLimits, JobServer, QuotePolicy
 from proxima.node.payments import PaymentChecker
 from proxima.node.store import NodeStore
-from proxima.node.workloads.base import WorkloadExecutionError
+from proxima.node.workloads.base import Workload, WorkloadExecutionError
 from proxima.node.workloads.matmul import MatmulWorkload
 from proxima.sdk.bindings import ProximaContracts
 from proxima.sdk.chain import AnvilProcess, Deployment, RpcChain, SnapshotId
@@ -143,6 +146,10 @@ class Provider:
     max_unredeemed: int
     quotes: QuotePolicy | None = None
     limits: JobLimits | None = None
+    faults: FaultInjector | None = None
+    """The node's own fault injection (``[faults]``): a dishonest provider."""
+    extra: dict[str, Workload] = field(default_factory=dict)
+    """Workloads served besides matmul (``embed``), offered at ``UNIT_PRICE``."""
     peer_id: str = ""
     addrs: tuple[str, ...] = ()
     store: NodeStore | None = None
@@ -167,7 +174,13 @@ class Provider:
             measured=OfferMeasurement(
                 benchmark_id="0x" + "11" * 32, device="cpu", gemm_flops=50 * 10**9, mem_bandwidth=10**10
             ),
-            workloads=(OfferWorkload(name="matmul", unit_price_wei=UNIT_PRICE),),
+            workloads=(
+                OfferWorkload(name="matmul", unit_price_wei=UNIT_PRICE),
+                *(
+                    OfferWorkload(name=name, unit_price_wei=UNIT_PRICE, models=workload.models())
+                    for name, workload in sorted(self.extra.items())
+                ),
+            ),
             coordinates=OfferCoordinates(
                 vector_us=(round(self.coordinate_ms[0] * 1000), round(self.coordinate_ms[1] * 1000)),
                 height_us=100,
@@ -234,6 +247,8 @@ class ProviderWorld:
         max_unredeemed: int = ETH,
         quotes: QuotePolicy | None = None,
         limits: JobLimits | None = None,
+        faults: FaultInjector | None = None,
+        extra: dict[str, Workload] | None = None,
     ) -> Provider:
         """Start a provider node (its store under the data dir, kept across :meth:`kill` and
         :meth:`restart`)."""
@@ -247,6 +262,8 @@ class ProviderWorld:
             max_unredeemed=max_unredeemed,
             quotes=quotes,
             limits=limits,
+            faults=faults,
+            extra=dict(extra or {}),
         )
         self.providers[provider.address] = provider
         self._start(provider)
@@ -271,7 +288,7 @@ class ProviderWorld:
                     payments = PaymentChecker(net.c, provider.address, store, provider.max_unredeemed)
                     server = JobServer(
                         peer,
-                        {"matmul": provider.workload},
+                        {"matmul": provider.workload, **provider.extra},
                         payments,
                         store,
                         LocalSigner(provider.account),
@@ -279,8 +296,9 @@ class ProviderWorld:
                         provider.limits
                         or JobLimits(max_concurrency=2, max_queue=4, read_timeout=5, job_timeout=20),
                         None,
-                        {"matmul": UNIT_PRICE},
+                        {"matmul": UNIT_PRICE, **{name: UNIT_PRICE for name in provider.extra}},
                         quotes=provider.quotes,
+                        faults=provider.faults,
                     )
                     async with trio.open_nursery() as inner:
                         await inner.start(server.run)
@@ -363,6 +381,10 @@ class Gateway:
     data_dir: Path
     settings: DispatchSettings = field(default_factory=lambda: DispatchSettings(attempt_timeout_s=5.0))
     health_settings: HealthSettings = field(default_factory=HealthSettings)
+    policy: VerificationPolicy = field(default_factory=VerificationPolicy)
+    verifiers: list[Any] = field(default_factory=list)
+    """Verifier clients (real ``VerifierClient`` or :class:`SigningVerifier`); none: evidence is skipped."""
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     store: JobStore = field(init=False)
     accounts: Accounts = field(init=False)
     payer: Payer = field(init=False)
@@ -371,6 +393,7 @@ class Gateway:
     cache: ResultCache = field(init=False)
     network: MarketNetwork = field(init=False)
     dispatcher: Dispatcher = field(init=False)
+    pool: VerifierPool | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = JobStore(self.data_dir / "jobs.db")
@@ -397,7 +420,24 @@ class Gateway:
             self.settings,
             cache=self.cache,
             observations=self.market.chainstate,
+            verification=self.policy,
+            evidence=None,
+            verifiers=None,
+            metrics=self.metrics,
         )
+        self.pool = VerifierPool(self.verifiers, timeout=20.0) if self.verifiers else None
+        if self.pool is not None:
+            self.dispatcher.verifiers = self.pool
+            self.dispatcher.evidence = EvidenceFiler(
+                self.net.c,
+                self.net.payer,
+                self.pool,
+                None,
+                self.payer,
+                self.net.domains.faults_domain,
+                self.net.domains.escrow_domain,
+                enabled=self.policy.evidence,
+            )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Dispatcher]:
@@ -424,13 +464,14 @@ class Gateway:
         mode: str = "voucher",
         use_cache: bool = True,
         reserve: int | None = None,
+        workload: str = "matmul",
     ) -> str:
         """Store and submit a job; ``reserve`` reserves its budget first, as the HTTP layer does."""
         job_id = new_job_id()
         if reserve is not None:
             self.accounts.reserve(self.net.client.address, job_id, reserve)
         job = self.store.create(
-            self.net.client.address, "matmul", inp, spec or {}, mode, use_cache=use_cache, job_id=job_id
+            self.net.client.address, workload, inp, spec or {}, mode, use_cache=use_cache, job_id=job_id
         )
         if reserve is not None:
             self.store.set_ledger(job.id, "reserved", reserved_wei=reserve)
@@ -461,3 +502,130 @@ def price_of(inp: dict[str, Any]) -> int:
     from proxima.sdk.workloads import billing_units, parse_input
 
     return billing_units("matmul", parse_input("matmul", inp)) * UNIT_PRICE
+
+
+# --- verifiers ---------------------------------------------------------------------------------------------
+
+VERIFIER_STAKE = 2 * ETH
+
+
+def register_verifiers(net: Net, accounts: list[LocalAccount]) -> None:
+    """Stake ``accounts`` as verifiers (reverted with the test's snapshot)."""
+    for account in accounts:
+        net.c.registry.register_verifier(account, b"\x22" * 32, VERIFIER_STAKE)
+
+
+@dataclass
+class CanaryIssued:
+    """A canary as the verifier protocol describes it (``job_id, input, spec_hash, salt, commitment,
+    verifier, expected``)."""
+
+    job_id: str
+    workload: str
+    input: dict[str, Any]
+    spec_hash: str
+    salt: str
+    commitment: str
+    verifier: str
+    expected: dict[str, Any]
+
+
+@dataclass
+class SignedVerdictAnswer:
+    job_id: str
+    result_hash: str
+    result_valid: bool
+    verifier: str
+    signature: str
+    detail: str
+
+
+class SigningVerifier:
+    """A staked verifier (the gateway's collaborator, standing in for the ``proxima-verify`` service): it
+    re-checks the evidence itself with :mod:`proxima.sdk.verification` (a recomputation for embeddings) and
+    signs the verdict in the domain the evidence targets; it commits canaries on chain before issuing them."""
+
+    def __init__(self, net: Net, account: LocalAccount, *, embed: Any = None) -> None:
+        self.net = net
+        self.account = account
+        self.embed = embed
+        self.asked: list[dict[str, Any]] = []
+        self.canaries: list[CanaryIssued] = []
+
+    async def verdict(self, evidence: dict[str, Any]) -> SignedVerdictAnswer:
+        return await asyncio.to_thread(self._verdict, evidence)
+
+    def _verdict(self, evidence: dict[str, Any]) -> SignedVerdictAnswer:
+        from proxima.sdk.eip712 import Verdict
+        from proxima.sdk.verification import compare_embeddings, verify_output
+        from proxima.sdk.workloads import parse_input, parse_output, result_hash
+
+        self.asked.append(evidence)
+        workload = evidence["workload"]
+        inp = parse_input(workload, evidence["input"])
+        out = parse_output(workload, evidence["output"])
+        receipt = evidence["receipt"]
+        job_id = bytes.fromhex(receipt["jobId"][2:])
+        claimed = bytes.fromhex(receipt["resultHash"][2:])
+        valid = result_hash(workload, out) == claimed
+        detail = "result hash differs from the receipt's"
+        if valid:
+            if workload == "embed":
+                recomputed = self.embed.execute(inp)
+                check = compare_embeddings(out, recomputed)  # type: ignore[arg-type]
+            else:
+                check = verify_output(workload, inp, out, rounds=32)
+            assert check is not None
+            valid, detail = check.passed, check.detail
+        domain = (
+            self.net.domains.escrow_domain
+            if evidence["target"] == "escrow"
+            else self.net.domains.faults_domain
+        )
+        verdict = Verdict(job_id=job_id, result_hash=claimed, result_valid=valid)
+        signature = verdict.sign(LocalSigner(self.account), domain).signature.to_bytes()
+        return SignedVerdictAnswer(
+            "0x" + job_id.hex(),
+            "0x" + claimed.hex(),
+            valid,
+            self.account.address,
+            "0x" + signature.hex(),
+            detail,
+        )
+
+    async def canary(self, request: dict[str, Any]) -> CanaryIssued:
+        return await asyncio.to_thread(self._canary, request)
+
+    def _canary(self, request: dict[str, Any]) -> CanaryIssued:
+        from proxima.sdk.bindings import canary_commitment
+        from proxima.sdk.workloads import MatmulOutput, Tensor, matmul_operands, parse_input, spec_hash
+
+        payload = {
+            "seed": secrets.randbelow(2**31),
+            "m": request["m"],
+            "k": request["k"],
+            "n": request["n"],
+            "dtype": request["dtype"],
+        }
+        inp = parse_input("matmul", payload)
+        a, b = matmul_operands(inp)  # type: ignore[arg-type]
+        expected = MatmulOutput(c=Tensor.from_array(a @ b)).model_dump(mode="json")
+        job_id, salt = secrets.token_bytes(32), secrets.token_bytes(32)
+        spec = spec_hash("matmul", inp)
+        commitment = canary_commitment(job_id, spec, salt)
+        self.net.c.faults.commit_canary(self.account, commitment)
+        issued = CanaryIssued(
+            "0x" + job_id.hex(),
+            "matmul",
+            payload,
+            "0x" + spec.hex(),
+            "0x" + salt.hex(),
+            "0x" + commitment.hex(),
+            self.account.address,
+            expected,
+        )
+        self.canaries.append(issued)
+        return issued
+
+    async def aclose(self) -> None:
+        return None

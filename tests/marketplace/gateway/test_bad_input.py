@@ -76,7 +76,7 @@ BAD_JOBS: list[tuple[Any, int, str | None, str]] = [
     ({**matmul_job(), "colour": "red"}, 422, "colour", "unknown field"),
     ({**matmul_job(), "redundancy": "1"}, 422, "redundancy", "valid integer"),
     ({**matmul_job(), "redundancy": 9}, 422, "redundancy", "less than or equal to 5"),
-    ({**matmul_job(), "redundancy": 2}, 422, "redundancy", "one provider"),
+    ({**matmul_job(), "redundancy": 0}, 422, "redundancy", "greater than or equal to 1"),
     ({**matmul_job(), "cache": "yes"}, 422, "cache", "valid boolean"),
     ({**matmul_job(), "payment": "cash"}, 422, "payment", "'voucher' or 'escrow'"),
     ({**matmul_job(), "max_price_wei": 100}, 422, "max_price_wei", "valid string"),

@@ -1,0 +1,191 @@
+"""Every result is verified before its job succeeds: a dishonest provider node (the node's own fault
+injection, receipts signed for wrong products) is rejected, the job finishes on an honest provider and the
+client is charged once, for the honest result; with staked verifiers the evidence goes on chain and the
+cheater is slashed (honest providers never); without verifiers the job still reruns, evidence skipped."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _dispatch_support import (
+    Gateway,
+    Net,
+    ProviderWorld,
+    SigningVerifier,
+    StaticMarket,
+    price_of,
+    register_verifiers,
+    seeded,
+)
+
+from proxima.marketplace.chainstate import ChainState
+from proxima.marketplace.gateway.dispatch import DispatchSettings
+from proxima.marketplace.gateway.jobstore import EventType, JobRecord, JobStatus
+from proxima.marketplace.gateway.routes.jobs import job_public
+from proxima.marketplace.gateway.verify import VerificationPolicy
+from proxima.node.faults import FaultInjector
+from proxima.sdk.workloads import MatmulInput, MatmulOutput, matmul_operands
+
+pytestmark = pytest.mark.anvil
+
+CHEAT = FaultInjector(wrong_matmul_rate=1.0, seed=7)
+
+
+def gateway(net: Net, world: ProviderWorld, tmp_path: Path, **kwargs: object) -> Gateway:
+    market = StaticMarket(world, ChainState(net.c))
+    market.refresh()
+    return Gateway(net, market, tmp_path, DispatchSettings(attempt_timeout_s=10.0), **kwargs)  # type: ignore[arg-type]
+
+
+def assert_product(job: JobRecord, inp: dict[str, object]) -> None:
+    c = MatmulOutput.model_validate(job.result).c.to_array()
+    a, b = matmul_operands(MatmulInput.model_validate(inp))
+    np.testing.assert_allclose(c, a @ b)
+
+
+def test_a_wrong_result_is_rejected_rerun_on_an_honest_provider_and_proven_on_chain(
+    net: Net, world: ProviderWorld, tmp_path: Path
+) -> None:
+    cheater = world.add(net.providers[0], region="eu-west", country="DE", coordinate_ms=(5, 0), faults=CHEAT)
+    honest = world.add(net.providers[1], region="eu-west", country="FR", coordinate_ms=(25, 0))
+    verifier_accounts = [net.chain.accounts[7], net.chain.accounts[0]]
+    register_verifiers(net, verifier_accounts)
+    verifiers = [SigningVerifier(net, account) for account in verifier_accounts]
+    gw = gateway(net, world, tmp_path, verifiers=verifiers)
+    stakes = {p: net.c.registry.account_of(p).stake for p in (cheater.address, honest.address)}
+    payer_before = net.chain.balance(net.payer.address)
+    inp = seeded(21, 24)
+
+    async def main() -> JobRecord:
+        async with gw.running() as dispatcher:
+            job = await gw.finish(gw.submit(inp, reserve=5 * price_of(inp)))
+            assert await dispatcher.wait_background(30)
+            return job
+
+    job = asyncio.run(main())
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    # The cheater answered first and was rejected; the honest backup's product is what the client gets.
+    assert [(a.provider, a.outcome, a.error_code) for a in job.attempts] == [
+        (cheater.address, "rejected", "verification_failed"),
+        (honest.address, "succeeded", None),
+    ]
+    assert job.provider == honest.address
+    assert_product(job, inp)
+    rejected = job.attempts[0]
+    assert rejected.verification is not None
+    assert rejected.verification["method"] == "freivalds"
+    assert rejected.verification["passed"] is False
+    assert rejected.verification["rounds"] == 16
+    assert rejected.error_message is not None
+    assert "freivalds" in rejected.error_message
+    assert job.verification is not None
+    assert job.verification["method"] == "freivalds"
+    assert job.verification["passed"] is True
+    assert job.timing_ms["verify"] > 0
+    # Charged exactly once, the honest result's price; nothing reserved is left.
+    assert job.charged_wei == price_of(inp) == gw.spent()
+    assert gw.reserved() == 0
+    # Evidence: two verifiers re-checked it and signed; the proof is on chain, the cheater slashed by it.
+    assert rejected.evidence is not None
+    assert rejected.evidence["kind"] == "invalid_result"
+    assert rejected.evidence["outcome"] == "proven", rejected.evidence
+    slashed = int(rejected.evidence["slashed_wei"])
+    assert slashed > 0
+    assert rejected.evidence["tx"].startswith("0x")
+    assert rejected.evidence["verdicts"] == 2
+    assert net.c.faults.is_fault_proven(cheater.address, bytes.fromhex(rejected.job_id[2:]))
+    assert net.c.registry.account_of(cheater.address).stake == stakes[cheater.address] - slashed
+    assert net.c.registry.account_of(honest.address).stake == stakes[honest.address]
+    assert not net.c.faults.is_fault_proven(honest.address, bytes.fromhex(job.attempts[1].job_id[2:]))
+    assert all(len(v.asked) == 1 for v in verifiers)  # only the rejected result went to the verifiers
+    # The operator (payer, finder) got the finder's share, less gas: its balance went up overall.
+    assert net.chain.balance(net.payer.address) > payer_before
+    types = [e.type for e in gw.store.events(job.id)]
+    assert (
+        types.index(EventType.REJECTED) < types.index(EventType.FAILOVER) < types.index(EventType.SUCCEEDED)
+    )
+    assert EventType.EVIDENCE in types
+    # The job's JSON shows the check, the rejected attempt and the evidence.
+    public = job_public(job).model_dump(mode="json")
+    assert public["verification"]["method"] == "freivalds"
+    assert public["attempts"][0]["outcome"] == "rejected"
+    assert public["attempts"][0]["error"]["code"] == "verification_failed"
+    assert public["attempts"][0]["evidence"]["outcome"] == "proven"
+    assert public["attempts"][0]["evidence"]["slashed_wei"] == str(slashed)
+    # The rejected result went on the cheater's record (its reliability), the honest one on the other's.
+    assert gw.market.chainstate.stats(cheater.address).observed_failures == 1
+    assert gw.market.chainstate.stats(honest.address).observed_successes == 1
+    text = gw.metrics.render().decode()
+    assert (
+        'proxima_gateway_verifications_total{method="freivalds",outcome="failed",workload="matmul"} 1.0'
+        in text
+    )
+    assert (
+        'proxima_gateway_verifications_total{method="freivalds",outcome="passed",workload="matmul"} 1.0'
+        in text
+    )
+    assert 'proxima_gateway_evidence_total{kind="invalid_result",outcome="proven"} 1.0' in text
+    # The node kept its voucher for the wrong result (the operator's loss, recovered from the slash).
+    assert gw.payer.position(cheater.address).accepted_jobs == 1
+    gw.close()
+
+
+def test_without_verifiers_a_wrong_result_is_still_rejected_and_rerun_and_nobody_is_slashed(
+    net: Net, world: ProviderWorld, tmp_path: Path
+) -> None:
+    cheater = world.add(net.providers[0], region="eu-west", country="DE", coordinate_ms=(5, 0), faults=CHEAT)
+    honest = world.add(net.providers[1], region="eu-west", country="FR", coordinate_ms=(25, 0))
+    gw = gateway(net, world, tmp_path, policy=VerificationPolicy(freivalds_rounds=8))
+    stake = net.c.registry.account_of(cheater.address).stake
+    inp = seeded(22, 16)
+
+    async def main() -> JobRecord:
+        async with gw.running() as dispatcher:
+            first = await gw.finish(gw.submit(inp))
+            assert await dispatcher.wait_background(10)
+            return first
+
+    first = asyncio.run(main())
+    assert first.status is JobStatus.SUCCEEDED, first.error
+    assert [(a.provider, a.outcome) for a in first.attempts] == [
+        (cheater.address, "rejected"),
+        (honest.address, "succeeded"),
+    ]
+    assert first.attempts[0].verification is not None
+    assert first.attempts[0].verification["rounds"] == 8
+    assert first.attempts[0].evidence is not None
+    assert first.attempts[0].evidence["outcome"] == "skipped"
+    assert_product(first, inp)
+    assert gw.spent() == first.charged_wei == price_of(inp)
+    assert net.c.registry.account_of(cheater.address).stake == stake
+    assert 'proxima_gateway_evidence_total{kind="invalid_result",outcome="skipped"} 1.0' in (
+        gw.metrics.render().decode()
+    )
+    gw.close()
+
+
+def test_a_job_whose_every_provider_cheats_fails_and_charges_nothing(
+    net: Net, world: ProviderWorld, tmp_path: Path
+) -> None:
+    world.add(net.providers[0], region="eu-west", country="DE", coordinate_ms=(5, 0), faults=CHEAT)
+    world.add(net.providers[1], region="eu-west", country="FR", coordinate_ms=(25, 0), faults=CHEAT)
+    gw = gateway(net, world, tmp_path)
+    inp = seeded(24, 8)
+
+    async def main() -> JobRecord:
+        async with gw.running():
+            return await gw.finish(gw.submit(inp, reserve=4 * price_of(inp)))
+
+    job = asyncio.run(main())
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None
+    assert job.error["code"] == "verification_failed"
+    assert {a.outcome for a in job.attempts} == {"rejected"}
+    assert job.result is None
+    assert job.charged_wei is None
+    assert gw.spent() == 0
+    assert gw.reserved() == 0
+    gw.close()
