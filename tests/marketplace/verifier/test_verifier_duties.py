@@ -1,10 +1,9 @@
 """The verifier's duty rounds against real provider nodes (JobServer on libp2p, on anvil).
 
-An honest node passes its canary and gets a verifier report with its measured throughput; a dishonest node
-(the DEMO
-fault injector's perturbation of every product) fails, and the verifier proves the canary fault on chain
-with its own verdict and a peer verifier's (quorum 2), so the node is slashed. Jobs are voucher-paid from the
-verifier's deposit."""
+An honest node passes its canary and gets a verifier report with its measured throughput; a dishonest
+node (the DEMO fault injector's perturbation of every product) fails, and the verifier proves the canary
+fault on chain with its own verdict and a peer verifier's (quorum 2), so the node is slashed. Jobs are
+voucher-paid from the verifier's deposit."""
 
 from __future__ import annotations
 
