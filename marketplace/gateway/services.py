@@ -8,7 +8,10 @@ market, metrics, rate limiter). :meth:`GatewayServices.build` makes the real one
 * the chain (JSON-RPC) and the deployment's contracts;
 * the client accounts and the job store (SQLite files in ``data_dir``);
 * the chain state (provider records, cached), the gateway's libp2p host following offers, the matching
-  engine, the circuit breakers, the payer and the dispatcher.
+  engine, the circuit breakers, the payer and the dispatcher;
+* the verification policy and, for ``verification.verifier_urls``, one
+  :class:`~proxima.marketplace.verifier.client.VerifierClient` per verifier (verdicts for evidence on
+  chain, canaries), closed when the services stop.
 
 :meth:`GatewayServices.running` starts the background parts (the libp2p thread, the dispatcher task, the chain
 state refresher) and stops them in reverse order. Tests build a :class:`GatewayServices` from their own
@@ -45,10 +48,13 @@ from proxima.marketplace.gateway.metrics import GatewayMetrics
 from proxima.marketplace.gateway.payer import Payer
 from proxima.marketplace.gateway.ratelimit import TokenBucketLimiter
 from proxima.marketplace.gateway.settings import GatewaySettings
+from proxima.marketplace.gateway.verify import EvidenceFiler, VerificationPolicy, VerifierPool
 from proxima.marketplace.matching.engine import MatchingEngine
 from proxima.marketplace.matching.reliability import ProviderStats
 from proxima.marketplace.matching.snapshot import MarketSnapshot
 from proxima.marketplace.network import MarketNetwork
+from proxima.marketplace.verifier.client import VerifierClient
+from proxima.marketplace.verifier.protocol import CanaryRequest, Evidence
 from proxima.sdk.bindings import ProximaContracts
 from proxima.sdk.chain import Deployment, RpcChain, dev_accounts
 from proxima.sdk.jobs import Domains
@@ -211,6 +217,28 @@ class GatewayServices:
             engine = MatchingEngine(settings.matching)
             market = NetworkMarket(network, chainstate, health)
             payer = Payer(payer_account, contracts, store)
+            metrics = GatewayMetrics()
+            checks = settings.verification
+            pool = None
+            if checks.verifier_urls:
+                pool = VerifierPool(
+                    [
+                        VerifierClient(url, timeout=checks.verifier_timeout_seconds)
+                        for url in checks.verifier_urls
+                    ],
+                    timeout=checks.verifier_timeout_seconds,
+                    canary_request_model=CanaryRequest,
+                )
+            evidence = EvidenceFiler(
+                contracts,
+                payer_account,
+                pool,
+                Evidence,
+                payer,
+                domains.faults_domain,
+                domains.escrow_domain,
+                enabled=checks.evidence,
+            )
             dispatcher = Dispatcher(
                 store,
                 engine,
@@ -230,6 +258,17 @@ class GatewayServices:
                 ),
                 cache=ResultCache(store, domains) if settings.result_cache else None,
                 observations=chainstate,
+                verification=VerificationPolicy(
+                    freivalds_rounds=checks.freivalds_rounds,
+                    embed_redundancy=checks.embed_redundancy,
+                    canary_rate=checks.canary_rate,
+                    evidence=checks.evidence,
+                    verifier_timeout_s=checks.verifier_timeout_seconds,
+                    embed_tolerance=checks.embed_tolerance,
+                ),
+                evidence=evidence,
+                verifiers=pool,
+                metrics=metrics,
             )
         except BaseException:
             for close in reversed(closers):
@@ -241,6 +280,9 @@ class GatewayServices:
                 "payer": payer_account.address,
                 "chain_id": deployment.chain_id,
                 "data_dir": str(settings.data_dir),
+                "verifiers": len(checks.verifier_urls),
+                "canary_rate": checks.canary_rate,
+                "embed_redundancy": checks.embed_redundancy,
             },
         )
         ttl = settings.chainstate_ttl_seconds
@@ -250,7 +292,9 @@ class GatewayServices:
             store=store,
             dispatcher=dispatcher,
             market=market,
+            metrics=metrics,
             background=(
+                lambda: _closing(pool),  # first in, last out: closed after the dispatcher stopped
                 lambda: _network_running(network),
                 lambda: _deposited(payer, settings.deposit_headroom_wei),
                 lambda: _task_running(_refresh_forever(chainstate, network, ttl), "chainstate-refresher"),
@@ -461,6 +505,16 @@ async def _deposited(payer: Payer, headroom_wei: int) -> AsyncIterator[None]:
         else:
             log.info("voucher deposit ready", extra={"available_wei": available})
     yield
+
+
+@asynccontextmanager
+async def _closing(pool: VerifierPool | None) -> AsyncIterator[None]:
+    """Close the verifier clients when the gateway stops (after the dispatcher)."""
+    try:
+        yield
+    finally:
+        if pool is not None:
+            await pool.aclose()
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ from proxima.sdk.p2p import open_peer
 from proxima.sdk.peerid import peer_id_from_key
 from proxima.sdk.types import Address
 from proxima.sdk.vivaldi import VivaldiCoordinate
+from proxima.sdk.workloads import EmbedInput, EmbedOutput
 
 ETH = 10**18
 UNIT_PRICE = 10**12
@@ -465,9 +466,10 @@ class Gateway:
         use_cache: bool = True,
         reserve: int | None = None,
         workload: str = "matmul",
+        job_id: str | None = None,
     ) -> str:
         """Store and submit a job; ``reserve`` reserves its budget first, as the HTTP layer does."""
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         if reserve is not None:
             self.accounts.reserve(self.net.client.address, job_id, reserve)
         job = self.store.create(
@@ -545,10 +547,18 @@ class SigningVerifier:
     re-checks the evidence itself with :mod:`proxima.sdk.verification` (a recomputation for embeddings) and
     signs the verdict in the domain the evidence targets; it commits canaries on chain before issuing them."""
 
-    def __init__(self, net: Net, account: LocalAccount, *, embed: Any = None) -> None:
+    def __init__(
+        self,
+        net: Net,
+        account: LocalAccount,
+        *,
+        embed: Any = None,
+        canary_ids: Callable[[], bytes] | None = None,
+    ) -> None:
         self.net = net
         self.account = account
         self.embed = embed
+        self.canary_ids = canary_ids or (lambda: secrets.token_bytes(32))
         self.asked: list[dict[str, Any]] = []
         self.canaries: list[CanaryIssued] = []
 
@@ -610,7 +620,7 @@ class SigningVerifier:
         inp = parse_input("matmul", payload)
         a, b = matmul_operands(inp)  # type: ignore[arg-type]
         expected = MatmulOutput(c=Tensor.from_array(a @ b)).model_dump(mode="json")
-        job_id, salt = secrets.token_bytes(32), secrets.token_bytes(32)
+        job_id, salt = self.canary_ids(), secrets.token_bytes(32)
         spec = spec_hash("matmul", inp)
         commitment = canary_commitment(job_id, spec, salt)
         self.net.c.faults.commit_canary(self.account, commitment)
@@ -629,3 +639,53 @@ class SigningVerifier:
 
     async def aclose(self) -> None:
         return None
+
+
+# --- embed workloads ------------------------------------------------------------------------------------
+
+
+class SharedEmbed(Workload):
+    """The real embed workload (all-MiniLM-L6-v2) of one process, loaded once and shared by several nodes."""
+
+    name = "embed"
+    input_model = EmbedInput
+    output_model = EmbedOutput
+
+    def __init__(self, model: Any) -> None:
+        super().__init__("cpu")
+        self.model = model
+        self.calls = 0
+
+    def models(self) -> tuple[str, ...]:
+        return tuple(self.model.models())
+
+    def estimate(self, inp: BaseModel) -> Any:
+        return self.model.estimate(inp)
+
+    def load(self) -> None:
+        self.model.load()
+
+    def execute(self, inp: BaseModel) -> BaseModel:
+        self.calls += 1
+        return self.model.execute(inp)  # type: ignore[no-any-return]
+
+    def result_hash(self, out: BaseModel) -> bytes:
+        return self.model.result_hash(out)  # type: ignore[no-any-return]
+
+
+class LyingEmbed(SharedEmbed):
+    """A dishonest embed provider: it returns another unit vector for every text (what a node that skips the
+    model, or runs a cheaper one, would return) and signs its receipt for it."""
+
+    def execute(self, inp: BaseModel) -> BaseModel:
+        import numpy as np
+
+        from proxima.sdk.workloads import Tensor
+
+        self.calls += 1
+        honest = self.model.execute(inp)
+        vectors = honest.embeddings.to_array().astype(np.float64)
+        rng = np.random.default_rng(self.calls)
+        vectors = vectors + 0.2 * rng.standard_normal(vectors.shape)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return EmbedOutput(model=honest.model, embeddings=Tensor.from_array(vectors.astype(np.float32)))
