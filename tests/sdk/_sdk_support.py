@@ -240,8 +240,10 @@ class Market:
 
 
 @contextlib.contextmanager
-def running_market(root: Path) -> Iterator[Market]:
-    """anvil, contracts, three staked providers running behind their proxies."""
+def running_market(
+    root: Path, nodes_spec: tuple[tuple[str, str, str, float], ...] = NODES
+) -> Iterator[Market]:
+    """anvil, contracts, staked providers (``NODES`` by default) running behind their proxies."""
     with AnvilProcess() as anvil, anvil.connect() as chain:
         deployment = deploy_all(chain, chain.accounts[0]).model_copy(update={"rpc_url": anvil.url})
         path = deployment.save(root / "deployment.json")
@@ -249,7 +251,7 @@ def running_market(root: Path) -> Iterator[Market]:
         domains = Domains.from_deployment(deployment)
         nodes: dict[str, Node] = {}
         try:
-            for i, (name, region, country, rtt) in enumerate(NODES):
+            for i, (name, region, country, rtt) in enumerate(nodes_spec):
                 account = chain.accounts[1 + i]
                 contracts.registry.register(
                     account, peer_id_from_key(bytes(account.key)), b"\x11" * 32, PROVIDER_STAKE
