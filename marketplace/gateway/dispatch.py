@@ -82,6 +82,7 @@ from proxima.marketplace.gateway.jobstore import (
 )
 from proxima.marketplace.gateway.metrics import VerificationMetrics
 from proxima.marketplace.gateway.payer import (
+    EscrowAction,
     EscrowOpenError,
     IssuedVoucher,
     Payer,
@@ -702,6 +703,8 @@ class Dispatcher:
                 "escrow duty",
                 extra={"job_id": action.job_id, "escrow_id": action.escrow_id, "action": action.action},
             )
+            if action.action == "disputed":
+                self._escrow_proven(action)
         if self.settings.deposit_headroom_wei > 0:
 
             def top_up() -> int:
@@ -710,6 +713,26 @@ class Dispatcher:
                 )
 
             await asyncio.to_thread(top_up)
+
+    def _escrow_proven(self, action: EscrowAction) -> None:
+        """A rejected escrow result was disputed and resolved on chain: the attempt's evidence says so."""
+        rows = self.store.read(
+            "SELECT n FROM attempts WHERE job_id = ? AND attempt_job_id = ?",
+            (action.job_id, action.escrow_id),
+        )
+        if not rows:
+            return
+        outcome = EvidenceOutcome(
+            "escrow",
+            "proven",
+            f"escrow {action.escrow_id} disputed: {action.detail}",
+            action.tx,
+            action.slashed_wei,
+        )
+        with contextlib.suppress(JobStoreError):
+            self.store.set_evidence(action.job_id, int(rows[0]["n"]), outcome.as_json())
+        if self.metrics is not None:
+            self.metrics.evidence_filed("escrow", "proven")
 
     async def _duties(self) -> None:
         while True:

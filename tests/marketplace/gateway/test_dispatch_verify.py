@@ -13,6 +13,7 @@ import pytest
 from _dispatch_support import (
     Gateway,
     Net,
+    Provider,
     ProviderWorld,
     SigningVerifier,
     StaticMarket,
@@ -26,7 +27,11 @@ from proxima.marketplace.gateway.dispatch import DispatchSettings
 from proxima.marketplace.gateway.jobstore import EventType, JobRecord, JobStatus
 from proxima.marketplace.gateway.routes.jobs import job_public
 from proxima.marketplace.gateway.verify import VerificationPolicy
+from proxima.node.duties import ChainDuties
 from proxima.node.faults import FaultInjector
+from proxima.node.jobserver import JobLimits, QuotePolicy
+from proxima.node.store import NodeStore
+from proxima.sdk.bindings import JobStatus as ChainJobStatus
 from proxima.sdk.workloads import MatmulInput, MatmulOutput, matmul_operands
 
 pytestmark = pytest.mark.anvil
@@ -189,3 +194,79 @@ def test_a_job_whose_every_provider_cheats_fails_and_charges_nothing(
     assert gw.spent() == 0
     assert gw.reserved() == 0
     gw.close()
+
+
+def test_a_wrong_escrow_result_is_disputed_once_committed_and_refunded_with_verdicts(
+    net: Net, world: ProviderWorld, tmp_path: Path
+) -> None:
+    quotes = QuotePolicy(quote_ttl=60, delivery_margin=60, challenge_window=60)
+    limits = JobLimits(max_concurrency=2, max_queue=4, read_timeout=5, job_timeout=20)
+    cheater = world.add(
+        net.providers[0],
+        region="eu-west",
+        country="DE",
+        coordinate_ms=(5, 0),
+        faults=CHEAT,
+        quotes=quotes,
+        limits=limits,
+    )
+    honest = world.add(
+        net.providers[1], region="eu-west", country="FR", coordinate_ms=(25, 0), quotes=quotes, limits=limits
+    )
+    verifier_accounts = [net.chain.accounts[7], net.chain.accounts[0]]
+    register_verifiers(net, verifier_accounts)
+    market = StaticMarket(world, ChainState(net.c))
+    market.refresh()
+    gw = Gateway(
+        net,
+        market,
+        tmp_path,
+        DispatchSettings(attempt_timeout_s=10.0, escrow_max_duration_s=600),
+        verifiers=[SigningVerifier(net, a) for a in verifier_accounts],
+    )
+    stakes = {p: net.c.registry.account_of(p).stake for p in (cheater.address, honest.address)}
+    inp = seeded(25, 12)
+
+    async def main() -> JobRecord:
+        async with gw.running() as dispatcher:
+            job = await gw.finish(gw.submit(inp, mode="escrow"))
+            assert await dispatcher.wait_background(30)
+            rejected = gw.store.get(job.id).attempts[0]  # type: ignore[union-attr]
+            # The cheater has not committed its result on chain yet: verdicts kept, the dispute waits.
+            assert rejected.evidence is not None
+            assert rejected.evidence["outcome"] == "pending", rejected.evidence
+            assert gw.payer.escrow_state(rejected.job_id) == "rejected"
+            # Both providers commit their results (their own duty); the gateway's duty loop then disputes
+            # the wrong one (verdicts in the escrow's domain) and confirms the honest one.
+            for p in (cheater, honest):
+                await asyncio.to_thread(commit_results, net, p)
+            await dispatcher.run_duties_once()
+            return gw.store.get(job.id)  # type: ignore[return-value]
+
+    job = asyncio.run(main())
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert [(a.provider, a.outcome) for a in job.attempts] == [
+        (cheater.address, "rejected"),
+        (honest.address, "succeeded"),
+    ]
+    rejected, good = job.attempts
+    assert gw.payer.escrow_state(rejected.job_id) == "disputed"
+    assert gw.payer.escrow_state(good.job_id) == "confirmed"
+    assert net.c.escrow.job_of(bytes.fromhex(rejected.job_id[2:])).status is ChainJobStatus.REFUNDED
+    assert net.c.escrow.job_of(bytes.fromhex(good.job_id[2:])).status is ChainJobStatus.SETTLED
+    assert net.c.escrow.total_escrowed() == 0  # price and bond of the dispute came back
+    assert rejected.evidence is not None
+    assert rejected.evidence["outcome"] == "proven"
+    slashed = int(rejected.evidence["slashed_wei"])
+    assert slashed > 0
+    assert net.c.registry.account_of(cheater.address).stake == stakes[cheater.address] - slashed
+    assert net.c.registry.account_of(cheater.address).disputes_lost == 1
+    assert net.c.registry.account_of(honest.address).stake == stakes[honest.address]
+    assert gw.spent() == job.charged_wei == good.price_wei
+    gw.close()
+
+
+def commit_results(net: Net, provider: Provider) -> list[bytes]:
+    """The provider's own duty: commit its completed escrow results on chain."""
+    with NodeStore(provider.store_path) as store:
+        return ChainDuties(net.c, provider.account, store).commit_pending()
