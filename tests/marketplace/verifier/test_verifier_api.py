@@ -3,6 +3,7 @@ on honest and wrong results that the contracts accept, bad evidence refused with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -325,3 +326,30 @@ async def test_info_and_metrics(client: VerifierClient, verifier: VerifierServic
         text = (await http.get("/metrics")).text
     assert 'proxima_verifier_canaries_total{purpose="issued"} 1.0' in text
     assert "proxima_verifier_http_requests_total" in text
+
+
+async def test_verdicts_onEmbed_recomputeWithTheModel(vnet: VerifierNet, tmp_path: Path) -> None:
+    from proxima.marketplace.verifier.service import SentenceEmbedder
+    from proxima.sdk.workloads import EmbedInput
+
+    service = make_service(vnet, 0, tmp_path / "embedder")
+    service.embedder = SentenceEmbedder()
+    client = _client(service)
+    try:
+        inp = EmbedInput(
+            model="all-MiniLM-L6-v2", texts=["the cat sat on the mat", "proxima verifies results"]
+        )
+        honest_vectors = await asyncio.to_thread(service.embedder.embed, inp.texts)
+        honest = EmbedOutput(model=inp.model, embeddings=Tensor.from_array(honest_vectors))
+        signed = _result(vnet.net.providers[0], vnet, "embed", honest)
+        verdict = await client.verdict(_evidence("embed", inp, honest, signed))
+        assert verdict.result_valid, verdict.detail
+        assert verdict.method == "recompute"
+        swapped = EmbedOutput(model=inp.model, embeddings=Tensor.from_array(honest_vectors[::-1].copy()))
+        bad = _result(vnet.net.providers[0], vnet, "embed", swapped)
+        verdict = await client.verdict(_evidence("embed", inp, swapped, bad))
+        assert not verdict.result_valid
+        assert "embedding 0 differs" in verdict.detail
+    finally:
+        await client.aclose()
+        service.store.close()
