@@ -636,6 +636,8 @@ class VerifierService:
                 raise
             except (ProximaError, OSError) as err:
                 log.warning("duty round failed", extra={"error": str(err), "error_type": type(err).__name__})
+            except Exception:  # a bug in one round must not end the duties; it is logged
+                log.exception("duty round crashed")
             await asyncio.sleep(interval)
 
     async def duty_round(self) -> DutyRound:

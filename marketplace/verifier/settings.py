@@ -99,7 +99,7 @@ class CanarySettings(_Section):
         max_per_minute: Canaries issued per minute at most (beyond: 429).
     """
 
-    max_flops: int = Field(default=2 * 1024**3, ge=2, le=2 * MATMUL_MAX_DIM**3)
+    max_flops: int = Field(default=2 * 2048**3, ge=2, le=2 * MATMUL_MAX_DIM**3)
     max_per_minute: int = Field(default=120, ge=1, le=100_000)
 
 

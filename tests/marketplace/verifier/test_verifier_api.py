@@ -133,7 +133,7 @@ async def test_canary_isCommittedOnChainBeforeTheAnswer(
 
 async def test_canary_refusesShapesOutOfBounds(client: VerifierClient, verifier: VerifierService) -> None:
     with pytest.raises(VerifierRefusedError) as too_big:
-        await client.canary(CanaryRequest(m=2048, k=2048, n=2048))
+        await client.canary(CanaryRequest(m=4096, k=2048, n=2048))
     assert (too_big.value.status, too_big.value.code) == (422, "canary_too_large")
     assert "max_canary_flops" in too_big.value.message
     transport = httpx.ASGITransport(app=create_app(verifier))
