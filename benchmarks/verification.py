@@ -3,7 +3,8 @@
 Run ``.venv/bin/python benchmarks/verification.py [--quick] [--rounds 16] [--repeats 5] [--json out.json]``.
 
 For each square size ``n`` in 256, 512, 1024, 2048, 4096 (float32, seeded operands exactly as a node makes
-them with :func:`proxima.sdk.workloads.matmul_operands`): the *job time* is numpy's ``A @ B`` on this machine
+them with :func:`proxima.sdk.workloads.matmul_operands`; 4096 square is above the job size limit, so its
+operands come from the same generator directly): the *job time* is numpy's ``A @ B`` on this machine
 (the work a provider does), the *check time* is :func:`proxima.sdk.verification.freivalds` on the honest
 result with ``--rounds`` rounds (fresh randomness each repeat). Both are timed ``--repeats`` times after one
 warm-up; the table shows medians, the spread (min-max) and the overhead (median check / median job). The
@@ -25,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
 from proxima.sdk.verification import freivalds
-from proxima.sdk.workloads import MatmulInput, matmul_operands
+from proxima.sdk.workloads import MATMUL_MAX_ELEMENTS, MatmulInput, matmul_operands
 
 SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (256, 512)
@@ -60,9 +62,19 @@ def _times(repeats: int, fn: Callable[[], Any]) -> list[float]:
     return out
 
 
+def _operands(n: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Seeded operands as :func:`matmul_operands` makes them. A square 4096 product (3 * 4096**2 elements) is
+    above ``MATMUL_MAX_ELEMENTS``, so for it the same generator is called directly."""
+    if 3 * n * n <= MATMUL_MAX_ELEMENTS:
+        a, b = matmul_operands(MatmulInput(seed=n, m=n, k=n, n=n, dtype="float32"))
+        return a, b
+    rng = np.random.default_rng(n)
+    return rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+
+
 def measure_size(n: int, rounds: int, repeats: int) -> Row:
     """Time the job and its check at one size; raise ``AssertionError`` if a check answers wrongly."""
-    a, b = matmul_operands(MatmulInput(seed=n, m=n, k=n, n=n, dtype="float32"))
+    a, b = _operands(n)
     c = a @ b
     job = _times(repeats, lambda: a @ b)
 

@@ -36,9 +36,11 @@ probability at most ``2**-rounds``. Smaller deviations are within what floating 
 providers. The generator must be unpredictable to the provider: pass nothing (fresh OS entropy) in
 production, a seeded generator only in tests.
 
-Detection limit, for scale: float32, ``m = k = n = 4096``, standard normal operands: the tight tolerance is
-about ``5e-4`` of a typical element's magnitude summed over a row, and an element off by ``1e-2`` of its
-value is caught; float64 catches deviations around ``1e-11``.
+Detection limit, for scale: float32, ``m = k = n = 4096``, standard normal operands (typical ``|c_ij|`` about
+64): a row passes the tight test when its difference is below about 0.07, and a recomputed element may be off
+by about 0.08, so an element off by more than about 0.1 (0.15% of a typical element) is caught; one off by 1%
+of its own value is caught unless it is itself below about a sixth of the typical magnitude. Float64 results
+are limited by the check's own float64 rounding: deviations above about 1e-8 of a typical element are caught.
 """
 
 from __future__ import annotations
