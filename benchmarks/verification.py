@@ -10,6 +10,9 @@ result with ``--rounds`` rounds (fresh randomness each repeat). Both are timed `
 warm-up; the table shows medians, the spread (min-max) and the overhead (median check / median job). The
 cost of a rejected result (one recomputed row batch) is shown too, on a result with one element off by 1%.
 
+On a shared machine run it with ``OPENBLAS_NUM_THREADS=1``: both the job and the check then use one core
+and the ratio is stable (with BLAS threads competing for busy cores both figures swing by 2-5x).
+
 Exits 1 when a check gives the wrong answer (an honest result rejected or the corrupted one accepted).
 """
 
