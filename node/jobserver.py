@@ -129,6 +129,10 @@ class JobLimits:
         max_request_age: Seconds a request's ``issued_at`` may be in the past.
         max_clock_skew: Seconds it may be in the future.
         chain_concurrency: Payment checks (chain reads) at once.
+        voucher_reorder_wait: Seconds a voucher that skips ahead of the client's latest accepted one waits
+            for the missing ones. A client with several jobs in flight signs its cumulative vouchers in
+            order, but their requests travel on separate streams and can arrive out of order; without this
+            wait the later voucher would be refused as stale. After the wait the voucher is checked as is.
     """
 
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -141,6 +145,7 @@ class JobLimits:
     max_request_age: int = 300
     max_clock_skew: int = 60
     chain_concurrency: int = 4
+    voucher_reorder_wait: float = 2.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -156,7 +161,11 @@ class JobLimits:
         for name, value in positive.items():
             if not value > 0:
                 raise JobServerError(f"JobLimits.{name} must be > 0, got {value!r}")
-        for name, value in {"max_queue": self.max_queue, "max_clock_skew": self.max_clock_skew}.items():
+        for name, value in {
+            "max_queue": self.max_queue,
+            "max_clock_skew": self.max_clock_skew,
+            "voucher_reorder_wait": self.voucher_reorder_wait,
+        }.items():
             if value < 0:
                 raise JobServerError(f"JobLimits.{name} must be >= 0, got {value!r}")
         if self.max_streams <= self.max_concurrency + self.max_queue:
@@ -322,6 +331,7 @@ class JobServer:
         self._chain = trio.CapacityLimiter(self.limits.chain_concurrency)
         self._nursery: trio.Nursery | None = None
         self._jobs: dict[bytes, _Job] = {}
+        self._voucher_turns: dict[str, trio.Event] = {}
         self._admitted = 0
         self._running = 0
         self._streams = 0
@@ -674,19 +684,43 @@ class JobServer:
                     input=job_input,
                     voucher_jobs=signed.message.cumulative_jobs,
                 )
-                await trio.to_thread.run_sync(
-                    self.payments.accept_voucher,
-                    signed,
-                    request.client,
-                    checked.price,
-                    job,
-                    limiter=self._chain,
-                )
+                await self._voucher_turn(request.client, signed.message.cumulative_jobs)
+                try:
+                    await trio.to_thread.run_sync(
+                        self.payments.accept_voucher,
+                        signed,
+                        request.client,
+                        checked.price,
+                        job,
+                        limiter=self._chain,
+                    )
+                finally:
+                    turn = self._voucher_turns.pop(request.client, None)
+                    if turn is not None:
+                        turn.set()  # wake the client's later vouchers waiting for this one
         except PaymentError as err:
             raise RequestRefusedError(ErrorCode.UNPAID, str(err), job_id) from err
         except DuplicateJobError as err:
             raise RequestRefusedError(ErrorCode.DUPLICATE, str(err), job_id) from err
         return job
+
+    async def _voucher_turn(self, client: str, cumulative_jobs: int) -> None:
+        """Wait (at most ``limits.voucher_reorder_wait``) until the client's voucher before this one is in.
+
+        Returns at once when the voucher is the next one (or older: the payment check then refuses it).
+        """
+        with trio.move_on_after(self.limits.voucher_reorder_wait):
+            while True:
+                account = await trio.to_thread.run_sync(self.store.voucher_account, client)
+                latest = 0
+                if account is not None:
+                    latest = account.redeemed_jobs
+                    if account.latest is not None:
+                        latest = max(latest, account.latest.message.cumulative_jobs)
+                if cumulative_jobs <= latest + 1:
+                    return
+                turn = self._voucher_turns.setdefault(client, trio.Event())
+                await turn.wait()
 
     def _check_escrow(self, checked: _Validated) -> int:
         request = checked.request

@@ -475,6 +475,43 @@ def test_unpaid_requests_are_refused_with_the_reason(net: Net, tmp_path: Path) -
     trio.run(main)
 
 
+def test_vouchers_arriving_out_of_order_are_both_accepted(net: Net, tmp_path: Path) -> None:
+    """A client with two jobs in flight signs vouchers 1 and 2 in order; the second may arrive first."""
+
+    async def main() -> None:
+        async with serving(net, tmp_path) as env:
+            first = env.request(seeded(seed=1))
+            second = env.request(seeded(seed=2))  # its voucher counts 2 jobs
+            results: dict[str, JobResult] = {}
+
+            async def run(name: str, request: JobRequest, delay: float) -> None:
+                await trio.sleep(delay)
+                results[name] = await env.run(request)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "second", second, 0.0)
+                nursery.start_soon(run, "first", first, 0.3)  # arrives while the second one waits
+            assert set(results) == {"first", "second"}
+            account = env.store.voucher_account(net.clients[0].address)
+            assert account is not None
+            assert account.latest is not None
+            assert account.latest.message.cumulative_jobs == 2
+
+    trio.run(main)
+
+
+def test_a_voucher_whose_predecessor_never_comes_is_refused_after_the_wait(net: Net, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with serving(net, tmp_path, limits=JobLimits(voucher_reorder_wait=0.2)) as env:
+            env.request(seeded(seed=1))  # signed, never sent
+            skipping = env.request(seeded(seed=2))
+            started = trio.current_time()
+            assert "stale_voucher" in (await env.refused(skipping, ErrorCode.UNPAID)).message
+            assert trio.current_time() - started >= 0.2
+
+    trio.run(main)
+
+
 def test_unknown_workload_is_refused(net: Net, tmp_path: Path) -> None:
     async def main() -> None:
         async with serving(net, tmp_path) as env:
