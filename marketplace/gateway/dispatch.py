@@ -813,7 +813,9 @@ class Dispatcher:
             )
             return
         copies = self.policy.copies(record.workload, int(record.spec.get("redundancy", 1) or 1))
-        if record.use_cache and self.cache is not None and not record.attempts and self._serve_cached(run):
+        # A job run redundantly wants results confirmed by several providers: a cached entry cannot say that.
+        cacheable = record.use_cache and copies == 1 and self.cache is not None and not record.attempts
+        if cacheable and self._serve_cached(run):
             return
         try:
             run.spec = build_spec(

@@ -813,6 +813,8 @@ class Payer:
         * ``failed`` (and ``opening`` ones the chain holds): claim back after the delivery deadline
           (``claimTimeout``); if the provider committed a result anyway, it is paid after the challenge
           window (``paid_unused``, absorbed by the operator).
+        * ``rejected`` (the result failed verification): disputed and resolved with the kept verdicts once
+          the provider commits it (:meth:`dispute_escrow`), claimed back if it never does.
 
         Returns:
             What was done; an error on one escrow does not stop the others.

@@ -80,8 +80,8 @@ def test_real_verifiers_sign_the_evidence_and_issue_a_canary(
             net, market, tmp_path / "gateway", DispatchSettings(attempt_timeout_s=10.0), policy=policy
         )
         pool = VerifierPool(
-            [VerifierClient(url, timeout=20) for url in (url_a, url_b)],
-            timeout=20,
+            [VerifierClient(url, timeout=60) for url in (url_a, url_b)],
+            timeout=60,
             canary_request_model=CanaryRequest,
         )
         gw.dispatcher.verifiers = pool
