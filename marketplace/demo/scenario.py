@@ -58,6 +58,9 @@ MAX_CHEATER_JOBS: Final = 30
 """Jobs the cheater phase submits at most before it gives up on catching the dishonest node."""
 SLASH_WAIT_S: Final = 45.0
 """Longest wait from a rejected result to the slash on chain (verdict, fault proof transaction)."""
+MIN_RELIABILITY: Final = 0.5
+"""The client's floor on provider reliability. A new provider starts at 2/3; a slash (recorded on chain) takes
+a provider to about 0.15, so its work stops at once, whatever its offers still say."""
 REDEEM_WAIT_S: Final = 40.0
 """Longest wait for the nodes' voucher redemptions."""
 
@@ -66,8 +69,8 @@ OUTCOMES: Final = (
     "placed by latency",
     "cheater caught",
     "cheater slashed",
-    "cheater no longer routed",
     "killed node's jobs finished elsewhere",
+    "cheater no longer routed",
     "results verified",
     "no honest provider slashed",
     "vouchers redeemed",
@@ -213,7 +216,8 @@ class _Client:
         self.http = http
 
     def submit(self, workload: str, inp: dict[str, Any]) -> Job:
-        return self.sdk.submit(JobSpec(workload=workload, input=inp, cache=False))
+        spec = JobSpec(workload=workload, input=inp, cache=False, min_reliability=MIN_RELIABILITY)
+        return self.sdk.submit(spec)
 
     def finish(self, job: Job, deadline: float) -> tuple[dict[str, Any], bool]:
         """Wait for the job; its final JSON and whether the SDK's own verification passed."""
@@ -424,12 +428,15 @@ class _Run:
     def placement(self) -> None:
         with self.step("Where jobs go and why: one matmul and one embed job, alone"):
             nodes = [n for n in self.world.nodes.values() if n.alive()]
+            served = [w for w in ("matmul", "embed") if any(w in n.site.workloads for n in nodes)]
             expected = {
                 w: min((n for n in nodes if w in n.site.workloads), key=lambda n: n.rtt_s).name
-                for w in ("matmul", "embed")
+                for w in served
             }
             got = {}
-            for workload, inp in (("matmul", _matmul(self._next_seed(), 128)), ("embed", _embed(1))):
+            specs = {"matmul": _matmul(self._next_seed(), 128), "embed": _embed(1)}
+            for workload in served:
+                inp = specs[workload]
                 [line] = self.submit("placement", [(workload, inp)])
                 self.finish([line])
                 placement = line.record.get("placement") or {}
@@ -437,8 +444,7 @@ class _Run:
             self.expect(
                 "placed by latency",
                 got == expected,
-                f"matmul placed on {got.get('matmul')} (nearest matmul node: {expected['matmul']}), embed on "
-                f"{got.get('embed')} (nearest embed node: {expected['embed']})",
+                ", ".join(f"{w} placed on {got.get(w)} (nearest {w} node: {expected[w]})" for w in served),
             )
 
     def catch_cheater(self) -> None:
@@ -533,6 +539,20 @@ class _Run:
             self.console.print(
                 f"      evidence: {e['event']} for job {e['job_id'][:12]}… in tx {e['tx'][:14]}… "
                 f"(block {e['block']}), {_eth(e['slashed_wei'])} ETH slashed"
+            )
+        # The gateway reads the slash from the chain (chainstate_ttl_seconds): wait until its view has it.
+        reliability = None
+        with self.world.http() as http:
+            deadline = time.monotonic() + 15
+            while record.total_slashed > 0 and time.monotonic() < deadline:
+                reliability = self.world.provider_view(http, cheater.address).get("reliability")
+                if reliability is not None and float(reliability) < MIN_RELIABILITY:
+                    break
+                time.sleep(0.25)
+        if reliability is not None:
+            self.console.print(
+                f"      the gateway now rates {cheater.name} {float(reliability):.2f} (its on-chain record); "
+                f"the client asks for at least {MIN_RELIABILITY}"
             )
         self.expect(
             "cheater slashed",
