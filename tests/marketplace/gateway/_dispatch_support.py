@@ -689,3 +689,10 @@ class LyingEmbed(SharedEmbed):
         vectors = vectors + 0.2 * rng.standard_normal(vectors.shape)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return EmbedOutput(model=honest.model, embeddings=Tensor.from_array(vectors.astype(np.float32)))
+
+
+def fresh(gw: Gateway, job: JobRecord) -> JobRecord:
+    """The job as stored now (after background work, such as evidence, updated it)."""
+    record = gw.store.get(job.id)
+    assert record is not None
+    return record

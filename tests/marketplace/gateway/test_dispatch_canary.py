@@ -16,6 +16,7 @@ from _dispatch_support import (
     ProviderWorld,
     SigningVerifier,
     StaticMarket,
+    fresh,
     price_of,
     register_verifiers,
     seeded,
@@ -67,7 +68,7 @@ def test_an_honest_provider_answers_its_canary_and_the_client_pays_only_its_job(
         async with gw.running() as dispatcher:
             job = await gw.finish(gw.submit(inp))
             assert await dispatcher.wait_background(30)
-            return job
+            return fresh(gw, job)
 
     job = asyncio.run(main())
     assert job.status is JobStatus.SUCCEEDED, job.error
@@ -127,7 +128,7 @@ def test_a_wrong_canary_answer_is_proven_on_chain_and_slashes_the_provider(
         async with gw.running() as dispatcher:
             job = await gw.finish(gw.submit(inp, job_id="0x" + pick(False).hex()))
             assert await dispatcher.wait_background(30)
-            return job
+            return fresh(gw, job)
 
     job = asyncio.run(main())
     assert job.status is JobStatus.SUCCEEDED, job.error

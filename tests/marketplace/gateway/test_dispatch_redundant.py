@@ -20,6 +20,7 @@ from _dispatch_support import (
     SharedEmbed,
     SigningVerifier,
     StaticMarket,
+    fresh,
     register_verifiers,
 )
 
@@ -61,7 +62,7 @@ def run_job(gw: Gateway, spec: dict[str, Any] | None = None, reserve: int | None
         async with gw.running() as dispatcher:
             job = await gw.finish(gw.submit(embed_input(), spec=spec, workload="embed", reserve=reserve), 60)
             assert await dispatcher.wait_background(30)
-            return job
+            return fresh(gw, job)
 
     return asyncio.run(main())
 

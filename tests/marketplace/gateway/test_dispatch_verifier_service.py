@@ -16,6 +16,7 @@ from _dispatch_support import (
     Net,
     ProviderWorld,
     StaticMarket,
+    fresh,
     price_of,
     register_verifiers,
     seeded,
@@ -94,7 +95,7 @@ def test_real_verifiers_sign_the_evidence_and_issue_a_canary(
                 job = await gw.finish(gw.submit(inp))
                 assert await dispatcher.wait_background(60)
             await pool.aclose()
-            return job
+            return fresh(gw, job)
 
         job = asyncio.run(main())
 

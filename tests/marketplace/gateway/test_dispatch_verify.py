@@ -17,6 +17,7 @@ from _dispatch_support import (
     ProviderWorld,
     SigningVerifier,
     StaticMarket,
+    fresh,
     price_of,
     register_verifiers,
     seeded,
@@ -68,7 +69,7 @@ def test_a_wrong_result_is_rejected_rerun_on_an_honest_provider_and_proven_on_ch
         async with gw.running() as dispatcher:
             job = await gw.finish(gw.submit(inp, reserve=5 * price_of(inp)))
             assert await dispatcher.wait_background(30)
-            return job
+            return fresh(gw, job)
 
     job = asyncio.run(main())
     assert job.status is JobStatus.SUCCEEDED, job.error
@@ -151,7 +152,7 @@ def test_without_verifiers_a_wrong_result_is_still_rejected_and_rerun_and_nobody
         async with gw.running() as dispatcher:
             first = await gw.finish(gw.submit(inp))
             assert await dispatcher.wait_background(10)
-            return first
+            return fresh(gw, first)
 
     first = asyncio.run(main())
     assert first.status is JobStatus.SUCCEEDED, first.error
