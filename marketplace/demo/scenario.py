@@ -61,6 +61,8 @@ SLASH_WAIT_S: Final = 45.0
 MIN_RELIABILITY: Final = 0.5
 """The client's floor on provider reliability. A new provider starts at 2/3; a slash (recorded on chain) takes
 a provider to about 0.15, so its work stops at once, whatever its offers still say."""
+SNAPSHOT_MAX_AGE_S: Final = 1.0
+"""How old the gateway's market snapshot can be (``NetworkMarket(max_age=1.0)``)."""
 REDEEM_WAIT_S: Final = 40.0
 """Longest wait for the nodes' voucher redemptions."""
 
@@ -549,6 +551,11 @@ class _Run:
                 if reliability is not None and float(reliability) < MIN_RELIABILITY:
                     break
                 time.sleep(0.25)
+        if reliability is not None and float(reliability) < MIN_RELIABILITY:
+            # The dispatcher's market snapshot is rebuilt at least every second (NetworkMarket.max_age):
+            # from then on every placement sees the slash.
+            time.sleep(SNAPSHOT_MAX_AGE_S)
+            self.report.slashed_at = time.time()
         if reliability is not None:
             self.console.print(
                 f"      the gateway now rates {cheater.name} {float(reliability):.2f} (its on-chain record); "
