@@ -1775,9 +1775,14 @@ class Dispatcher:
             self.health.begin(provider, last.region)
             try:
                 return await self._resend(run, n, offer, request, last.price_wei, issued)
-            except _Failure:
+            except _Failure as failure:
                 if isinstance(request.payment, EscrowPayment):
-                    self.payer.escrow_failed(_hex(request.job_id), "failed after a restart")
+                    if failure.rejected is not None:
+                        self.payer.escrow_rejected(
+                            _hex(request.job_id), failure.rejected.result.receipt.result_hash, failure.message
+                        )
+                    else:
+                        self.payer.escrow_failed(_hex(request.job_id), "failed after a restart")
                 raise
         except _Failure as failure:
             self._attempt_failed(run, n, provider, last.region, failure)
