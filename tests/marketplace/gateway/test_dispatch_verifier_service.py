@@ -1,7 +1,7 @@
 """The dispatcher with real ``proxima-verify`` services (two staked verifiers, each its own app under uvicorn
 on 127.0.0.1, reached through VerifierClient): a dishonest node's wrong product is rejected, the verifiers
 re-check it and sign, the proof goes on chain; a canary they commit on chain is answered correctly by the
-honest provider."""
+honest provider. And the gateway's services build one VerifierClient per ``verification.verifier_urls``."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ from _gateway_support import serve
 from eth_account.signers.local import LocalAccount
 
 from proxima.marketplace.chainstate import ChainState
-from proxima.marketplace.gateway.dispatch import DispatchSettings
+from proxima.marketplace.gateway.dispatch import Dispatcher, DispatchSettings
 from proxima.marketplace.gateway.jobstore import JobRecord, JobStatus
+from proxima.marketplace.gateway.services import GatewayServices
+from proxima.marketplace.gateway.settings import load_settings
 from proxima.marketplace.gateway.verify import EvidenceFiler, VerificationPolicy, VerifierPool
 from proxima.marketplace.verifier.app import create_app
 from proxima.marketplace.verifier.client import VerifierClient
@@ -122,3 +124,37 @@ def test_real_verifiers_sign_the_evidence_and_issue_a_canary(
     assert canary.verification["method"] == "canary"
     assert canary.charged_wei == 0
     gw.close()
+
+
+def test_the_gateway_services_build_a_verifier_client_per_url(net: Net, tmp_path: Path) -> None:
+    deployment = net.deployment.save(tmp_path / "deployment.json")
+    settings = load_settings(
+        dev_mode=True,
+        data_dir=tmp_path / "data",
+        chain={"url": net.chain.url, "deployment": deployment},
+        payer={"dev_account_index": 8},
+        verification={
+            "verifier_urls": ["http://127.0.0.1:1", "http://127.0.0.1:2/"],
+            "freivalds_rounds": 20,
+            "embed_redundancy": 2,
+            "canary_rate": 0.1,
+            "evidence": False,
+        },
+    )
+    services = GatewayServices.build(settings)
+    try:
+        dispatcher = services.dispatcher
+        assert isinstance(dispatcher, Dispatcher)
+        assert dispatcher.verifiers is not None
+        assert [c.base_url for c in dispatcher.verifiers.verifiers] == [  # type: ignore[attr-defined]
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+        ]
+        policy = dispatcher.policy
+        assert (policy.freivalds_rounds, policy.embed_redundancy, policy.canary_rate) == (20, 2, 0.1)
+        assert dispatcher.evidence is not None
+        assert dispatcher.evidence.enabled is False
+        assert dispatcher.metrics is services.metrics
+    finally:
+        for close in services.closers:
+            close()
