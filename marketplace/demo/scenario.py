@@ -581,27 +581,30 @@ class _Run:
                     "killed node's jobs finished elsewhere", False, "fewer than two embed nodes alive"
                 )
                 return
-            target = embedders[0]
-            before = set(target.jobs())
-            # Two jobs of a few seconds each: both go to the nearest embed node (two free slots), which is
-            # killed as soon as it runs one; the other embed node has room for both.
+            by_address = {n.address: n for n in embedders}
+            # Two jobs of a few seconds each; whichever honest embed node runs one of them is killed as soon
+            # as its own database shows the job running. The other embed node has room for both.
+            before = {n.address: set(n.jobs()) for n in embedders}
             lines = self.submit(
                 "kill", [("embed", _embed(self._next_seed(), count=24, words=100)) for _ in range(2)]
             )
             deadline = time.monotonic() + 60
-            running = False
-            while time.monotonic() < deadline and not running:
-                running = any(s == "running" for j, s in target.jobs().items() if j not in before)
-                if not running:
+            target: NodeHandle | None = None
+            while time.monotonic() < deadline and target is None:
+                target = self._running_one_of(lines, by_address, before)
+                if target is None:
                     time.sleep(0.02)
-            if running:
+            running = target is not None
+            if target is not None:
                 target.kill()
                 self.report.killed = target.address
-                self.report.killed_jobs = sorted(j for j in target.jobs() if j not in before)
+                self.report.killed_jobs = sorted(j for j in target.jobs() if j not in before[target.address])
                 self.console.print(
                     f"      [bold yellow]SIGKILL[/] {target.name} while it runs "
                     f"{len(self.report.killed_jobs)} job(s)"
                 )
+            else:
+                target = embedders[0]
             self.finish(lines)
             moved = [line for line in lines if target.address in line.tried()]
             finished_elsewhere = [
@@ -621,6 +624,23 @@ class _Run:
                 if running
                 else f"{target.name} never started one of the jobs within 60 s",
             )
+
+    def _running_one_of(
+        self, lines: Sequence[JobLine], nodes: dict[str, NodeHandle], before: dict[str, set[str]]
+    ) -> NodeHandle | None:
+        """The node (of ``nodes``) that one of ``lines`` was sent to and that now runs a new job, if any."""
+        for line in lines:
+            try:
+                record = self.client.http.get(f"/v1/jobs/{line.id}").json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            for attempt in record.get("attempts") or []:
+                node = nodes.get(str(attempt.get("provider")))
+                if node is None or attempt.get("outcome") != "running":
+                    continue
+                if any(s == "running" for j, s in node.jobs().items() if j not in before[node.address]):
+                    return node
+        return None
 
     def after_slash(self) -> None:
         with self.step("After the slash: the cheater gets no more work"):
@@ -689,7 +709,7 @@ class _Run:
                     break
                 time.sleep(0.5)
             table = Table(title="Vouchers (payer → provider)", title_justify="left")
-            for column in ("provider", "jobs delivered", "jobs redeemed", "ETH redeemed"):
+            for column in ("provider", "jobs delivered", "jobs redeemed", "gwei redeemed"):
                 table.add_column(column, justify="left" if column == "provider" else "right")
             for node in self.world.nodes.values():
                 totals = c.vouchers.redeemed_of(payer.address, node.address)
@@ -698,7 +718,7 @@ class _Run:
                     node.name + ("" if node.alive() else " (killed)"),
                     str(delivered.get(node.address, 0)),
                     str(totals.jobs),
-                    _eth(totals.amount),
+                    f"{totals.amount / 10**9:,.0f}",
                 )
             self.console.print(table)
             late = [self.name(a) for a in due if self.report.redeemed[a][0] < due[a]]
