@@ -569,6 +569,7 @@ class Dispatcher:
         self.verifiers = verifiers if verifiers is not None and len(verifiers) else None
         self.metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
+        self._quarantine: dict[Address, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -1218,17 +1219,26 @@ class Dispatcher:
     # --- placement ------------------------------------------------------------------------------------
 
     def _skip(self, run: _Run, candidate: Candidate) -> bool:
-        """Whether a backup is out now: it failed this job, its breaker is open, or its region went dark."""
+        """Whether a backup is out now: it failed this job, its breaker is open, its region went dark, or it
+        is quarantined after a rejected result."""
         now = time.monotonic()
         return (
             candidate.provider in run.failed
             or candidate.provider in self.health.excluded(now)
             or candidate.region in self.health.dark_regions(now)
+            or candidate.provider in self.quarantined(now)
         )
+
+    def quarantined(self, now: float | None = None) -> frozenset[Address]:
+        """Providers that delivered a rejected result within ``quarantine_s``: no job is placed on them."""
+        now = time.monotonic() if now is None else now
+        for provider in [p for p, until in self._quarantine.items() if until <= now]:
+            del self._quarantine[provider]
+        return frozenset(self._quarantine)
 
     def _excluded(self, snapshot: MarketSnapshot | None) -> set[Address]:
         now = time.monotonic()
-        out = set(self.health.excluded(now))
+        out = set(self.health.excluded(now)) | self.quarantined(now)
         dark = self.health.dark_regions(now)
         if dark and snapshot is not None and len(snapshot):
             names = snapshot.region_names
@@ -1620,6 +1630,9 @@ class Dispatcher:
         """Record a rejected result (attempt ``rejected``, metrics); file the evidence in the background."""
         record = run.record
         check = rejected.check
+        if self.policy.quarantine_s > 0:
+            # A wrong answer is deliberate or a broken machine, not bad luck: no new work for a while.
+            self._quarantine[provider] = time.monotonic() + self.policy.quarantine_s
         self.store.reject_attempt(
             record.id,
             n,

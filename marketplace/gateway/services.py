@@ -265,6 +265,7 @@ class GatewayServices:
                     evidence=checks.evidence,
                     verifier_timeout_s=checks.verifier_timeout_seconds,
                     embed_tolerance=checks.embed_tolerance,
+                    quarantine_s=checks.quarantine_seconds,
                 ),
                 evidence=evidence,
                 verifiers=pool,

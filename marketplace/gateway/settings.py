@@ -236,6 +236,8 @@ class VerificationSettings(_Section):
         verifier_timeout_seconds: Longest wait for one verifier answer.
         embed_tolerance: Largest absolute difference between two providers' embedding values that still
             counts as agreement.
+        quarantine_seconds: How long a provider whose result was rejected gets no new jobs from this
+            gateway (0: none; its circuit breaker and reliability still count the failure).
     """
 
     freivalds_rounds: int = Field(default=16, ge=1, le=64)
@@ -245,6 +247,7 @@ class VerificationSettings(_Section):
     evidence: bool = True
     verifier_timeout_seconds: Seconds = 30.0
     embed_tolerance: float = Field(default=1e-3, gt=0, le=1.0)
+    quarantine_seconds: float = Field(default=600.0, ge=0, le=86_400)
 
     @field_validator("verifier_urls")
     @classmethod

@@ -111,6 +111,8 @@ class VerificationPolicy:
         evidence: Whether to file evidence on chain against rejected results.
         verifier_timeout_s: Longest wait for one verifier answer.
         embed_tolerance: Largest absolute difference between two embeddings' elements that still agrees.
+        quarantine_s: Seconds a provider whose result was rejected gets no new jobs (0: only its circuit
+            breaker and reliability record count the failure).
     """
 
     freivalds_rounds: int = 16
@@ -119,6 +121,7 @@ class VerificationPolicy:
     evidence: bool = True
     verifier_timeout_s: float = 30.0
     embed_tolerance: float = 1e-3
+    quarantine_s: float = 600.0
 
     def __post_init__(self) -> None:
         rounds = self.freivalds_rounds
@@ -134,6 +137,9 @@ class VerificationPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
                 raise MarketConfigError(f"VerificationPolicy.{name} must be a positive number, got {value!r}")
+        wait = self.quarantine_s
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < float("inf"):
+            raise MarketConfigError(f"VerificationPolicy.quarantine_s must be a number >= 0, got {wait!r}")
 
     def copies(self, workload: str, requested: int) -> int:
         """How many distinct providers run a job: the job's ``redundancy``, at least ``embed_redundancy``

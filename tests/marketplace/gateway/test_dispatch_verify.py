@@ -148,13 +148,16 @@ def test_without_verifiers_a_wrong_result_is_still_rejected_and_rerun_and_nobody
     stake = net.c.registry.account_of(cheater.address).stake
     inp = seeded(22, 16)
 
-    async def main() -> JobRecord:
+    async def main() -> tuple[JobRecord, JobRecord]:
         async with gw.running() as dispatcher:
             first = await gw.finish(gw.submit(inp))
             assert await dispatcher.wait_background(10)
-            return fresh(gw, first)
+            # The cheater is quarantined: the next job goes straight to the honest provider.
+            assert dispatcher.quarantined() == {cheater.address}
+            second = await gw.finish(gw.submit(seeded(23, 16)))
+            return fresh(gw, first), second
 
-    first = asyncio.run(main())
+    first, second = asyncio.run(main())
     assert first.status is JobStatus.SUCCEEDED, first.error
     assert [(a.provider, a.outcome) for a in first.attempts] == [
         (cheater.address, "rejected"),
@@ -165,7 +168,8 @@ def test_without_verifiers_a_wrong_result_is_still_rejected_and_rerun_and_nobody
     assert first.attempts[0].evidence is not None
     assert first.attempts[0].evidence["outcome"] == "skipped"
     assert_product(first, inp)
-    assert gw.spent() == first.charged_wei == price_of(inp)
+    assert [a.provider for a in second.attempts] == [honest.address]
+    assert gw.spent() == first.charged_wei + second.charged_wei == 2 * price_of(inp)
     assert net.c.registry.account_of(cheater.address).stake == stake
     assert 'proxima_gateway_evidence_total{kind="invalid_result",outcome="skipped"} 1.0' in (
         gw.metrics.render().decode()

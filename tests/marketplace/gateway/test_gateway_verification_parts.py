@@ -67,11 +67,13 @@ def test_verification_settings_from_a_file_and_the_environment(
         embed_redundancy = 2
         verifier_urls = ["http://127.0.0.1:8090/", "https://verify.example.org"]
         evidence = false
+        quarantine_seconds = 0
         """
     )
     monkeypatch.setenv("PROXIMA_GATEWAY_VERIFICATION__CANARY_RATE", "0.25")
     v = load_settings(path).verification
     assert (v.freivalds_rounds, v.embed_redundancy, v.canary_rate, v.evidence) == (24, 2, 0.25, False)
+    assert v.quarantine_seconds == 0
     assert v.verifier_urls == ["http://127.0.0.1:8090", "https://verify.example.org"]
 
 
