@@ -112,6 +112,7 @@ class ChainState:
         self._clock = clock
         self._cache: dict[Address, _Cached] = {}
         self._observed: dict[Address, _Observed] = {}
+        self._min_stake: int | None = None
         self._lock = threading.Lock()
 
     def stats(self, provider: Address) -> ProviderStats:
@@ -178,6 +179,35 @@ class ChainState:
         if failed:
             assert first_error is not None
             raise ChainReadError(tuple(failed), first_error) from first_error
+
+    def understaked(self) -> frozenset[Address]:
+        """Providers read so far whose stake is below the registry's minimum (slashed, unbonded, or never
+        providers): the chain no longer lets them take escrow jobs, so no job should go to them.
+
+        The minimum is read from the registry once. Until it could be read, nobody is reported.
+        """
+        if self._min_stake is None:
+            try:
+                self._min_stake = self._contracts.registry.min_provider_stake()
+            except _READ_ERRORS as err:
+                log.warning("cannot read the minimum provider stake", extra={"error": str(err)})
+                return frozenset()
+        minimum = self._min_stake
+        with self._lock:
+            return frozenset(a for a, c in self._cache.items() if c.stats.stake_wei < minimum)
+
+    def invalidate(self, provider: Address) -> None:
+        """Make the provider's entry stale, so the next :meth:`refresh` re-reads it (after a slash, say).
+
+        Raises:
+            InvalidProviderError: If the address is not checksummed.
+        """
+        if not isinstance(provider, str) or not is_checksum_address(provider):
+            raise InvalidProviderError(provider)
+        with self._lock:
+            cached = self._cache.get(provider)
+            if cached is not None:
+                self._cache[provider] = _Cached(cached.stats, float("-inf"))
 
     def record_observation(self, provider: Address, success: bool) -> None:
         """Count one outcome this gateway saw (a delivered job, or a failed attempt).

@@ -449,14 +449,19 @@ class NetworkMarket:
         return self.network.offers()
 
     def snapshot(self) -> MarketSnapshot:
-        """The market now, for the matching engine."""
+        """The market now, for the matching engine.
+
+        Offers of providers whose stake the chain state shows below the registry's minimum (a slash can
+        take it there) are left out at once, though the offer book keeps them until they expire.
+        """
         version, now = self.network.book_version, time.monotonic()
         with self._lock:
             cached = self._cached
             if cached is not None and cached[0] == version and now - cached[1] < self.max_age:
                 return cached[2]
+        understaked = self.chainstate.understaked()
         snapshot = MarketSnapshot.build(
-            self.network.offers(),
+            [o for o in self.network.offers() if o.offer.provider not in understaked],
             self.chainstate.known(),
             measured_rtts=self.network.rtts.snapshot(),
             now=time.time(),

@@ -249,3 +249,30 @@ def test_refreshInAWorkerThread_whileReadersRead(market: Market) -> None:
     known = state.known()
     assert list(known) == sorted(addresses, key=lambda a: int(a, 16))
     assert all(s.stake_wei == PROVIDER_STAKE for s in known.values())
+
+
+def test_understaked_listsProvidersSlashedBelowTheMinimum_afterTheirEntryIsReRead(market: Market) -> None:
+    slashed, honest = market.providers[0], market.providers[1]
+    clock = Clock()
+    state = ChainState(market.c, ttl=30.0, clock=clock)
+    state.refresh([slashed.address, honest.address])
+    assert state.understaked() == frozenset()
+
+    minimum = market.c.registry.min_provider_stake()
+    miss_deadline(market, slashed, slash=PROVIDER_STAKE - minimum + 1)
+    state.refresh([slashed.address])
+    assert state.understaked() == frozenset()  # the cached read is still fresh
+
+    state.invalidate(slashed.address)
+    assert state.stale([slashed.address, honest.address]) == [slashed.address]
+    state.refresh([slashed.address, honest.address])
+    assert state.understaked() == frozenset({slashed.address})
+    assert state.stats(slashed.address).stake_wei == minimum - 1
+
+
+def test_invalidate_refusesABadAddress_andIgnoresAnUnknownOne(market: Market) -> None:
+    state = ChainState(market.c)
+    with pytest.raises(MarketError):
+        state.invalidate("0xnot-an-address")
+    state.invalidate(market.providers[0].address)  # never read: nothing to make stale
+    assert state.known() == {}
