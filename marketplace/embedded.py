@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
-from pydantic_settings import SettingsError as PydanticSettingsError
 
 from proxima.marketplace.errors import MarketError
 from proxima.marketplace.gateway.accounts import BudgetExceededError as AccountBudgetExceededError
@@ -41,14 +39,9 @@ from proxima.marketplace.gateway.payer import Payer
 from proxima.marketplace.gateway.routes.jobs import accept_job, job_public
 from proxima.marketplace.gateway.schemas import ApiError, JobCreate, offer_public
 from proxima.marketplace.gateway.services import GatewayServices
-from proxima.marketplace.gateway.settings import (
-    _FILE_VALUES,
-    GatewaySettings,
-    SettingsError,
-    WeiAmount,
-    _resolve_paths,
-    describe_errors,
-)
+from proxima.marketplace.gateway.settings import ENV_PREFIX as GATEWAY_ENV_PREFIX
+from proxima.marketplace.gateway.settings import GatewaySettings, WeiAmount
+from proxima.marketplace.settings_files import load_settings_file
 from proxima.sdk._client_errors import error_from_api
 from proxima.sdk.chain import ChainError
 from proxima.sdk.client import (
@@ -78,6 +71,7 @@ ENV_PREFIX = "PROXIMA_CLIENT_"
 """Prefix of the environment variables that set embedded settings (``PROXIMA_CLIENT_P2P__BOOTSTRAP=...``)."""
 
 _FOREVER_S = 365 * 86_400.0
+_PATH_FIELDS = (("data_dir",), ("chain", "deployment"), ("payer", "keystore"))
 
 
 class EmbeddedStartError(ClientError, MarketError):
@@ -122,27 +116,14 @@ def load_embedded_settings(config: Path | None = None, **overrides: Any) -> Embe
     Raises:
         SettingsError: One line per problem, naming the field.
     """
-    values: dict[str, Any] = {}
-    if config is not None:
-        config = Path(config)
-        try:
-            values = tomllib.loads(config.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise SettingsError(["file not found"], config) from err
-        except (OSError, UnicodeDecodeError) as err:
-            raise SettingsError([f"cannot read it ({err})"], config) from err
-        except tomllib.TOMLDecodeError as err:
-            raise SettingsError([f"not valid TOML: {err}"], config) from err
-        values = _resolve_paths(values, config.absolute().parent)
-    token = _FILE_VALUES.set(values)
-    try:
-        return EmbeddedSettings(**overrides)
-    except ValidationError as err:
-        raise SettingsError(describe_errors(err), config) from err
-    except PydanticSettingsError as err:
-        raise SettingsError([str(err)], config) from err
-    finally:
-        _FILE_VALUES.reset(token)
+    return load_settings_file(
+        EmbeddedSettings,
+        config,
+        overrides,
+        path_fields=_PATH_FIELDS,
+        env_prefix=GATEWAY_ENV_PREFIX,
+        not_found="file not found",
+    )
 
 
 def _settings_of(

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -34,16 +32,13 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
-    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings import (
-    SettingsError as PydanticSettingsError,
-)
 
-from proxima.marketplace.errors import MarketConfigError
+from proxima.marketplace import settings_files
 from proxima.marketplace.matching.spec import MatchingConfig
+from proxima.marketplace.settings_files import SettingsError, file_values_source, load_settings_file
 from proxima.sdk.chain.devnet import DEFAULT_DEPLOYMENT_PATH
 from proxima.sdk.p2p import InvalidMultiaddrError, parse_bootstrap, parse_multiaddr
 from proxima.sdk.units import WeiAmount, parse_wei
@@ -69,24 +64,6 @@ ENV_PREFIX = "PROXIMA_GATEWAY_"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_VALUES", default=None)
-
-
-class SettingsError(MarketConfigError):
-    """The settings are invalid; one line per problem, each naming the field.
-
-    Args:
-        problems: One line per problem, ``<dotted.field>: <what is wrong>``.
-        source: The configuration file, if one was read.
-    """
-
-    def __init__(self, problems: list[str], source: Path | None = None) -> None:
-        self.problems = problems
-        self.source = source
-        prefix = f"{source}: " if source is not None else ""
-        super().__init__("\n".join(f"{prefix}{problem}" for problem in problems))
-
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 
@@ -332,8 +309,7 @@ class GatewaySettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments, then the environment, then the file :func:`load_settings` read."""
-        file_values = _FILE_VALUES.get() or {}
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
+        return (init_settings, env_settings, file_values_source(settings_cls))
 
     @field_validator("host")
     @classmethod
@@ -396,73 +372,11 @@ def load_settings(config: Path | None = None, **overrides: Any) -> GatewaySettin
         SettingsError: If the file is missing, unreadable or not TOML, or a value is invalid; one line per
             problem naming the field and the environment variable that sets it.
     """
-    values: dict[str, Any] = {}
-    if config is not None:
-        config = Path(config)
-        try:
-            values = tomllib.loads(config.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise SettingsError(["file not found (give --config an existing TOML file)"], config) from err
-        except (OSError, UnicodeDecodeError) as err:
-            raise SettingsError([f"cannot read it ({err})"], config) from err
-        except tomllib.TOMLDecodeError as err:
-            raise SettingsError([f"not valid TOML: {err}"], config) from err
-        values = _resolve_paths(values, config.absolute().parent)
-    token = _FILE_VALUES.set(values)
-    try:
-        return GatewaySettings(**overrides)
-    except ValidationError as err:
-        raise SettingsError(describe_errors(err), config) from err
-    except PydanticSettingsError as err:  # an environment value that is not valid JSON for a nested field
-        raise SettingsError([str(err)], config) from err
-    finally:
-        _FILE_VALUES.reset(token)
-
-
-def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
-    resolved = dict(values)
-    for path in _PATH_FIELDS:
-        section: Any = resolved
-        for part in path[:-1]:
-            inner = section.get(part) if isinstance(section, dict) else None
-            if not isinstance(inner, dict):
-                section = None
-                break
-            inner = dict(inner)
-            section[part] = inner
-            section = inner
-        if not isinstance(section, dict):
-            continue
-        value = section.get(path[-1])
-        if isinstance(value, str) and value:
-            candidate = Path(value).expanduser()
-            section[path[-1]] = str(candidate if candidate.is_absolute() else base / candidate)
-    return resolved
+    return load_settings_file(
+        GatewaySettings, config, overrides, path_fields=_PATH_FIELDS, env_prefix=ENV_PREFIX
+    )
 
 
 def describe_errors(err: ValidationError) -> list[str]:
     """One readable line per validation error: ``dotted.field: problem (env VAR)``."""
-    lines = []
-    for e in err.errors(include_url=False):
-        loc = [str(part) for part in e["loc"]]
-        kind = e["type"]
-        env_hint = True
-        if kind == "extra_forbidden":
-            problem = "unknown field (typo?)"
-            env_hint = False
-        elif kind == "missing":
-            problem = "required field is missing"
-        else:
-            problem = str(e["msg"]).removeprefix("Value error, ")
-            value = e.get("input")
-            if not kind.startswith("value_error") and isinstance(value, str | int | float | bool):
-                problem += f" (got {value!r})"
-        if loc and env_hint:
-            names = [p for p in loc if not p.isdigit()]
-            env = ENV_PREFIX + "__".join(names).upper()
-            lines.append(f"{'.'.join(loc)}: {problem} (environment: {env})")
-        elif loc:
-            lines.append(f"{'.'.join(loc)}: {problem}")
-        else:
-            lines.append(problem)
-    return lines
+    return settings_files.describe_errors(err, ENV_PREFIX)

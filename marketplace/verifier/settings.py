@@ -12,27 +12,18 @@ listed by their SHA-256 only.
 from __future__ import annotations
 
 import re
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings import SettingsError as PydanticSettingsError
 
-from proxima.marketplace.gateway.settings import (
-    ChainSettings,
-    P2PSettings,
-    Seconds,
-    SettingsError,
-    VerifierUrl,
-)
+from proxima.marketplace.gateway.settings import ChainSettings, P2PSettings, Seconds, VerifierUrl
+from proxima.marketplace.settings_files import SettingsError, file_values_source, load_settings_file
 from proxima.sdk.units import WeiAmount
 from proxima.sdk.workloads import MATMUL_MAX_DIM
 
@@ -51,7 +42,6 @@ ENV_PREFIX = "PROXIMA_VERIFY_"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("_VERIFY_FILE_VALUES", default=None)
 
 
 class _Section(BaseModel):
@@ -200,8 +190,7 @@ class VerifierSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments, then the environment, then the file :func:`load_settings` read."""
-        file_values = _FILE_VALUES.get() or {}
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
+        return (init_settings, env_settings, file_values_source(settings_cls))
 
     @field_validator("data_dir")
     @classmethod
@@ -243,65 +232,6 @@ def load_settings(config: Path | None = None, **overrides: Any) -> VerifierSetti
         SettingsError: If the file is missing, unreadable or not TOML, or a value is invalid; one line per
             problem naming the field and the environment variable that sets it.
     """
-    values: dict[str, Any] = {}
-    if config is not None:
-        config = Path(config)
-        try:
-            values = tomllib.loads(config.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise SettingsError(["file not found (give --config an existing TOML file)"], config) from err
-        except (OSError, UnicodeDecodeError) as err:
-            raise SettingsError([f"cannot read it ({err})"], config) from err
-        except tomllib.TOMLDecodeError as err:
-            raise SettingsError([f"not valid TOML: {err}"], config) from err
-        values = _resolve_paths(values, config.absolute().parent)
-    token = _FILE_VALUES.set(values)
-    try:
-        return VerifierSettings(**overrides)
-    except ValidationError as err:
-        raise SettingsError(_describe(err), config) from err
-    except PydanticSettingsError as err:
-        raise SettingsError([str(err)], config) from err
-    finally:
-        _FILE_VALUES.reset(token)
-
-
-def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
-    resolved = dict(values)
-    for path in _PATH_FIELDS:
-        section: Any = resolved
-        for part in path[:-1]:
-            inner = section.get(part) if isinstance(section, dict) else None
-            if not isinstance(inner, dict):
-                section = None
-                break
-            inner = dict(inner)
-            section[part] = inner
-            section = inner
-        if not isinstance(section, dict):
-            continue
-        value = section.get(path[-1])
-        if isinstance(value, str) and value:
-            candidate = Path(value).expanduser()
-            section[path[-1]] = str(candidate if candidate.is_absolute() else base / candidate)
-    return resolved
-
-
-def _describe(err: ValidationError) -> list[str]:
-    lines = []
-    for e in err.errors(include_url=False):
-        loc = [str(part) for part in e["loc"]]
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{'.'.join(loc)}: unknown field (typo?)")
-            continue
-        problem = "required field is missing" if e["type"] == "missing" else str(e["msg"])
-        problem = problem.removeprefix("Value error, ")
-        value = e.get("input")
-        if not e["type"].startswith("value_error") and isinstance(value, str | int | float | bool):
-            problem += f" (got {value!r})"
-        if loc:
-            env = ENV_PREFIX + "__".join(p for p in loc if not p.isdigit()).upper()
-            lines.append(f"{'.'.join(loc)}: {problem} (environment: {env})")
-        else:
-            lines.append(problem)
-    return lines
+    return load_settings_file(
+        VerifierSettings, config, overrides, path_fields=_PATH_FIELDS, env_prefix=ENV_PREFIX
+    )
