@@ -5,12 +5,15 @@ The gateway (``PROXIMA_GATEWAY_*``), the verifier (``PROXIMA_VERIFY_*``) and the
 TOML file, makes the given path fields relative to the file's folder, and builds the class while
 :func:`file_values_source` (called from the class's ``settings_customise_sources``) hands it the file's values
 below the keyword arguments and the environment. Every problem becomes one line of a :class:`SettingsError`.
+Their command-line programs share :func:`load_from_args` (``--config``, ``--host``, ``--port``,
+``--data-dir``) and :func:`wei_argument` (amount options).
 """
 
 from __future__ import annotations
 
+import argparse
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,21 +23,27 @@ from pydantic_settings import BaseSettings, InitSettingsSource
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from proxima.marketplace.errors import MarketConfigError
+from proxima.sdk.units import parse_wei
 
 __all__ = [
     "NOT_FOUND",
     "SettingsError",
     "describe_errors",
     "file_values_source",
+    "load_from_args",
     "load_settings_file",
     "read_toml",
     "resolve_paths",
+    "wei_argument",
 ]
 
 NOT_FOUND = "file not found (give --config an existing TOML file)"
 """The problem reported for a configuration file that does not exist (services started by a CLI)."""
 
 _S = TypeVar("_S", bound=BaseSettings)
+_T = TypeVar("_T")
+
+_ARG_OVERRIDES = ("host", "port", "data_dir")
 
 _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_VALUES", default=None)
 
@@ -199,3 +208,38 @@ def describe_errors(err: ValidationError, env_prefix: str) -> list[str]:
         else:
             lines.append(problem)
     return lines
+
+
+def load_from_args(load: Callable[..., _T], args: argparse.Namespace, **extra: Any) -> _T:
+    """Settings for a command: ``load(config, **overrides)`` with the file of ``--config`` and the options.
+
+    Args:
+        load: The service's ``load_settings``.
+        args: Parsed options; ``config`` (may be empty), and ``host``, ``port``, ``data_dir`` where given
+            (``None`` or absent: the settings decide).
+        extra: Further overrides.
+
+    Returns:
+        What ``load`` returns.
+    """
+    overrides: dict[str, Any] = dict(extra)
+    for name in _ARG_OVERRIDES:
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return load(Path(args.config) if args.config else None, **overrides)
+
+
+def wei_argument(text: str) -> int:
+    """An argparse ``type`` for amounts: wei (``1000``) or with a unit (``20 gwei``, ``0.5 ether``).
+
+    Raises:
+        argparse.ArgumentTypeError: If the text is not an amount of wei below 2**256.
+    """
+    try:
+        value = parse_wei(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    if not isinstance(value, int) or not 0 <= value < 2**256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of wei")
+    return value

@@ -21,7 +21,6 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -31,7 +30,8 @@ from proxima.contracts import ProximaError
 from proxima.marketplace.gateway.accounts import Accounts, ClientAccount
 from proxima.marketplace.gateway.app import create_app
 from proxima.marketplace.gateway.services import GatewayServices
-from proxima.marketplace.gateway.settings import GatewaySettings, load_settings, parse_wei
+from proxima.marketplace.gateway.settings import GatewaySettings, load_settings
+from proxima.marketplace.settings_files import load_from_args, wei_argument
 from proxima.sdk.logs import configure_logging
 
 __all__ = ["main"]
@@ -39,23 +39,8 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 
-def _wei(text: str) -> int:
-    try:
-        value = parse_wei(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-    if not isinstance(value, int) or not 0 <= value < 2**256:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of wei")
-    return value
-
-
 def _settings(args: argparse.Namespace) -> GatewaySettings:
-    overrides: dict[str, Any] = {}
-    for name in ("host", "port", "data_dir"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return load_settings(Path(args.config) if args.config else None, **overrides)
+    return load_from_args(load_settings, args)
 
 
 def _accounts(settings: GatewaySettings) -> Accounts:
@@ -202,7 +187,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add = sub.add_parser("add-client", parents=[common], help="open a client account and print its API key")
     add.add_argument("--address", required=True, help="the client's Ethereum address")
-    add.add_argument("--budget-wei", type=_wei, help="budget (default: the settings' default_budget_wei)")
+    add.add_argument(
+        "--budget-wei", type=wei_argument, help="budget (default: the settings' default_budget_wei)"
+    )
     add.set_defaults(handler=cmd_add_client)
 
     key = sub.add_parser("new-key", parents=[common], help="issue another API key for a client")
@@ -212,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     budget = sub.add_parser("set-budget", parents=[common], help="change a client's budget")
     budget.add_argument("--address", required=True, help="the client's address")
     budget.add_argument(
-        "--budget-wei", type=_wei, required=True, help="the new budget (what was spent stays)"
+        "--budget-wei", type=wei_argument, required=True, help="the new budget (what was spent stays)"
     )
     budget.set_defaults(handler=cmd_set_budget)
 

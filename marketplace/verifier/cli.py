@@ -32,7 +32,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from proxima.contracts import ProximaError
-from proxima.marketplace.gateway.settings import parse_wei
+from proxima.marketplace.settings_files import load_from_args, wei_argument
 from proxima.marketplace.verifier.app import build_service, connect, create_app, load_key
 from proxima.marketplace.verifier.settings import VerifierSettings, load_settings
 from proxima.sdk.logs import configure_logging
@@ -62,23 +62,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _wei(text: str) -> int:
-    try:
-        value = parse_wei(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-    if not isinstance(value, int) or not 0 <= value < 2**256:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of wei")
-    return value
-
-
 def _settings(args: argparse.Namespace, **extra: Any) -> VerifierSettings:
-    overrides: dict[str, Any] = dict(extra)
-    for name in ("host", "port", "data_dir"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return load_settings(Path(args.config) if args.config else None, **overrides)
+    return load_from_args(load_settings, args, **extra)
 
 
 def _passphrase(env_var: str, confirm: bool) -> str:
@@ -215,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     init.set_defaults(handler=cmd_init)
 
     register = sub.add_parser("register", parents=[common], help="stake as a verifier")
-    register.add_argument("--stake-wei", type=_wei, help="stake (default: the registry's minimum)")
+    register.add_argument("--stake-wei", type=wei_argument, help="stake (default: the registry's minimum)")
     register.add_argument("--metadata", help="text whose keccak256 is the metadata hash")
     register.set_defaults(handler=cmd_register)
 
