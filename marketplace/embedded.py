@@ -39,7 +39,6 @@ from proxima.marketplace.gateway.payer import Payer
 from proxima.marketplace.gateway.routes.jobs import accept_job, job_public
 from proxima.marketplace.gateway.schemas import ApiError, JobCreate, offer_public
 from proxima.marketplace.gateway.services import GatewayServices
-from proxima.marketplace.gateway.settings import ENV_PREFIX as GATEWAY_ENV_PREFIX
 from proxima.marketplace.gateway.settings import GatewaySettings, WeiAmount
 from proxima.marketplace.settings_files import load_settings_file
 from proxima.sdk._client_errors import error_from_api
@@ -121,7 +120,7 @@ def load_embedded_settings(config: Path | None = None, **overrides: Any) -> Embe
         config,
         overrides,
         path_fields=_PATH_FIELDS,
-        env_prefix=GATEWAY_ENV_PREFIX,
+        env_prefix=ENV_PREFIX,
         not_found="file not found",
     )
 

@@ -76,3 +76,12 @@ async def test_a_market_that_cannot_start_is_one_clear_error(tmp_path: Path) -> 
         )
     assert isinstance(no_deployment.value, EmbeddedStartError)
     assert str(deployment) in str(no_deployment.value)
+
+
+def test_settings_errors_name_the_clients_own_variables(tmp_path: Path) -> None:
+    config = tmp_path / "client.toml"
+    config.write_text("max_attempts = -1\n")
+    with pytest.raises(SettingsError) as info:
+        load_embedded_settings(config)
+    assert "PROXIMA_CLIENT_MAX_ATTEMPTS" in str(info.value)
+    assert "PROXIMA_GATEWAY_" not in str(info.value)
