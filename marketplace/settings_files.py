@@ -12,13 +12,14 @@ Their command-line programs share :func:`load_from_args` (``--config``, ``--host
 from __future__ import annotations
 
 import argparse
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -27,6 +28,7 @@ from proxima.sdk.units import parse_wei
 
 __all__ = [
     "NOT_FOUND",
+    "KeySection",
     "SettingsError",
     "describe_errors",
     "file_values_source",
@@ -36,6 +38,41 @@ __all__ = [
     "resolve_paths",
     "wei_argument",
 ]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class KeySection(BaseModel):
+    """A service's signing key: ``keystore`` (production) or ``dev_account_index`` (development chains, with
+    ``dev_mode = true``: those keys are public), exactly one of them.
+
+    Subclasses set ``section`` (the settings section's name, for messages) and the default of
+    ``passphrase_env``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    section: ClassVar[str] = "key"
+
+    keystore: Path | None = None
+    passphrase_env: str
+    dev_account_index: int | None = Field(default=None, ge=0, le=999)
+
+    @field_validator("passphrase_env")
+    @classmethod
+    def _check_env_name(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Self:
+        if (self.keystore is None) == (self.dev_account_index is None):
+            raise ValueError(
+                f"give {self.section}.keystore (an encrypted keystore file) or, on a development chain, "
+                f"{self.section}.dev_account_index (exactly one of them)"
+            )
+        return self
+
 
 NOT_FOUND = "file not found (give --config an existing TOML file)"
 """The problem reported for a configuration file that does not exist (services started by a CLI)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -38,7 +38,12 @@ from pydantic_settings import (
 
 from proxima.marketplace import settings_files
 from proxima.marketplace.matching.spec import MatchingConfig
-from proxima.marketplace.settings_files import SettingsError, file_values_source, load_settings_file
+from proxima.marketplace.settings_files import (
+    KeySection,
+    SettingsError,
+    file_values_source,
+    load_settings_file,
+)
 from proxima.sdk.chain.devnet import DEFAULT_DEPLOYMENT_PATH
 from proxima.sdk.p2p import InvalidMultiaddrError, parse_bootstrap, parse_multiaddr
 from proxima.sdk.units import WeiAmount, parse_wei
@@ -63,7 +68,6 @@ ENV_PREFIX = "PROXIMA_GATEWAY_"
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 
@@ -121,7 +125,7 @@ class ChainSettings(_Section):
         return value
 
 
-class PayerSettings(_Section):
+class PayerSettings(KeySection):
     """The gateway's paying account (it signs job requests and vouchers, and opens escrow jobs).
 
     Exactly one of ``keystore`` (production) or ``dev_account_index`` (development chains only, with
@@ -133,25 +137,8 @@ class PayerSettings(_Section):
         dev_account_index: Index into the public development accounts (anvil's and py-evm's funded ones).
     """
 
-    keystore: Path | None = None
+    section: ClassVar[str] = "payer"
     passphrase_env: str = "PROXIMA_GATEWAY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
-    dev_account_index: int | None = Field(default=None, ge=0, le=999)
-
-    @field_validator("passphrase_env")
-    @classmethod
-    def _check_env_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name")
-        return value
-
-    @model_validator(mode="after")
-    def _one_key(self) -> PayerSettings:
-        if (self.keystore is None) == (self.dev_account_index is None):
-            raise ValueError(
-                "give payer.keystore (an encrypted keystore file) or, on a development chain, "
-                "payer.dev_account_index (exactly one of them)"
-            )
-        return self
 
 
 class P2PSettings(_Section):

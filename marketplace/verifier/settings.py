@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -23,7 +23,12 @@ from pydantic_settings import (
 )
 
 from proxima.marketplace.gateway.settings import ChainSettings, P2PSettings, Seconds, VerifierUrl
-from proxima.marketplace.settings_files import SettingsError, file_values_source, load_settings_file
+from proxima.marketplace.settings_files import (
+    KeySection,
+    SettingsError,
+    file_values_source,
+    load_settings_file,
+)
 from proxima.sdk.units import WeiAmount
 from proxima.sdk.workloads import MATMUL_MAX_DIM
 
@@ -40,7 +45,6 @@ __all__ = [
 ENV_PREFIX = "PROXIMA_VERIFY_"
 """Prefix of the environment variables that set verifier settings."""
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -48,7 +52,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class KeySettings(_Section):
+class KeySettings(KeySection):
     """The verifier's key: it signs verdicts and reports, commits canaries, pays challenge jobs.
 
     Exactly one of ``keystore`` (production) or ``dev_account_index`` (development chains, with
@@ -60,25 +64,8 @@ class KeySettings(_Section):
         dev_account_index: Index into the public development accounts.
     """
 
-    keystore: Path | None = None
+    section: ClassVar[str] = "key"
     passphrase_env: str = "PROXIMA_VERIFY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
-    dev_account_index: int | None = Field(default=None, ge=0, le=999)
-
-    @field_validator("passphrase_env")
-    @classmethod
-    def _check_env_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name")
-        return value
-
-    @model_validator(mode="after")
-    def _one_key(self) -> KeySettings:
-        if (self.keystore is None) == (self.dev_account_index is None):
-            raise ValueError(
-                "give key.keystore (an encrypted keystore file) or, on a development chain, "
-                "key.dev_account_index (exactly one of them)"
-            )
-        return self
 
 
 class CanarySettings(_Section):
