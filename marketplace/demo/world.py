@@ -248,14 +248,7 @@ class NodeHandle:
         self.killed_at = time.time()
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        _interrupt(self.proc, timeout)
 
     def jobs(self) -> dict[str, str]:
         """Job id (``0x`` hex) -> state in the node's own database (empty while it cannot be read)."""
@@ -294,14 +287,7 @@ class GatewayHandle:
         return self.config.with_suffix(".log")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        _interrupt(self.proc, 30)
 
 
 @dataclass
@@ -322,14 +308,19 @@ class VerifierHandle:
         return self.config.with_suffix(".log")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        _interrupt(self.proc, 20)
+
+
+def _interrupt(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Stop a process as Ctrl-C would (SIGINT, so it drains and closes), killing it after ``timeout`` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 @dataclass
