@@ -332,6 +332,7 @@ class JobServer:
         self._nursery: trio.Nursery | None = None
         self._jobs: dict[bytes, _Job] = {}
         self._voucher_turns: dict[str, trio.Event] = {}
+        self._voucher_jobs: dict[str, int] = {}  # per client: the highest voucher count accepted or redeemed
         self._admitted = 0
         self._running = 0
         self._streams = 0
@@ -694,6 +695,8 @@ class JobServer:
                         job,
                         limiter=self._chain,
                     )
+                    jobs = signed.message.cumulative_jobs
+                    self._voucher_jobs[request.client] = max(self._voucher_jobs.get(request.client, 0), jobs)
                 finally:
                     turn = self._voucher_turns.pop(request.client, None)
                     if turn is not None:
@@ -709,18 +712,25 @@ class JobServer:
 
         Returns at once when the voucher is the next one (or older: the payment check then refuses it).
         """
+        latest = self._voucher_jobs.get(client)
+        if latest is None:  # first voucher of this client since the server started: its store record
+            latest = await trio.to_thread.run_sync(self._stored_voucher_jobs, client)
+            self._voucher_jobs[client] = max(self._voucher_jobs.get(client, 0), latest)
+        if cumulative_jobs <= latest + 1:
+            return
         with trio.move_on_after(self.limits.voucher_reorder_wait):
-            while True:
-                account = await trio.to_thread.run_sync(self.store.voucher_account, client)
-                latest = 0
-                if account is not None:
-                    latest = account.redeemed_jobs
-                    if account.latest is not None:
-                        latest = max(latest, account.latest.message.cumulative_jobs)
-                if cumulative_jobs <= latest + 1:
-                    return
+            while cumulative_jobs > self._voucher_jobs.get(client, 0) + 1:
                 turn = self._voucher_turns.setdefault(client, trio.Event())
                 await turn.wait()
+
+    def _stored_voucher_jobs(self, client: str) -> int:
+        account = self.store.voucher_account(client)
+        if account is None:
+            return 0
+        latest = account.redeemed_jobs
+        if account.latest is not None:
+            latest = max(latest, account.latest.message.cumulative_jobs)
+        return latest
 
     def _check_escrow(self, checked: _Validated) -> int:
         request = checked.request
