@@ -4,8 +4,27 @@
 #   - creates .venv and, when pyproject.toml changed, installs torch==2.13.0 (the CPU build; a bare "torch"
 #     requirement would pull CUDA packages) and then runs `pip install -e '.[dev,embed]'`
 #   - runs `npm ci --ignore-scripts` in contracts/ when package-lock.json changed
+#   - with --browser (scripts/test passes it): makes sure Debian's chromium is installed, for the explorer's
+#     browser tests (Playwright drives it; Playwright's own browser download does not work offline)
 # Execute it (scripts/bootstrap.sh) or source it from another bash script; works from any cwd.
 # PYTHON=/path/to/python3.x overrides the interpreter used to create .venv.
+
+_proxima_browser() {
+    if [ -n "${PROXIMA_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: installing Debian's chromium for the explorer's browser tests" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null || {
+            echo "bootstrap: apt-get install chromium failed (see above)" >&2
+            return 1
+        }
+        return 0
+    fi
+    echo "bootstrap: chromium not found; install it (Debian/Ubuntu: sudo apt-get install chromium) or set" \
+        "PROXIMA_CHROMIUM to a Chromium binary" >&2
+    return 1
+}
 
 _proxima_bootstrap() {
     local root py stamp want
@@ -58,11 +77,14 @@ _proxima_bootstrap() {
         }
         echo "$want" >"$stamp"
     fi
+    if [ "${1:-}" = "--browser" ]; then
+        _proxima_browser || return 1
+    fi
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    _proxima_bootstrap
+    _proxima_bootstrap "$@"
     exit $?
 else
-    _proxima_bootstrap || return $?
+    _proxima_bootstrap "$@" || return $?
 fi

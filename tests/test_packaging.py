@@ -7,10 +7,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {
+    "audit": "proxima.audit",
     "contracts": "proxima.contracts",
     "marketplace": "proxima.marketplace",
     "node": "proxima.node",
     "sdk": "proxima.sdk",
+    "sim": "proxima.sim",
 }
 
 

@@ -1,0 +1,1 @@
+"""The web explorer: plain server-rendered pages over the audit index (no account, no JavaScript needed)."""
