@@ -25,7 +25,8 @@ How a sync goes (:meth:`Indexer.sync`):
 fewer than ``max_logs`` logs, up to ``max_range``; it halves after a range that returned more than
 ``max_logs`` logs (to keep memory bounded). When a provider refuses a range (errors such as "query returned
 more than 10000 results", "block range too large", "response size exceeded", HTTP 413, timeouts) the range
-is halved (or set to the range the provider suggests) and retried; a provider that refuses even a one-block
+is halved (or set to the range the provider suggests) and retried, and it grows no further than just below
+the refused size for the next 32 ranges (then probes wider again); a provider that refuses even a one-block
 range raises :class:`IndexerRangeError`.
 
 **Confirmations.** Only blocks at least ``confirmations`` deep are indexed. The default is 0 on development
@@ -81,6 +82,7 @@ DEV_CHAIN_IDS = frozenset({31337, 1337, 131277322940537})
 """Development chains (anvil/hardhat, ganache/geth --dev, py-evm's eth-tester): 0 confirmations by default."""
 
 _BATCH = 200  # JSON-RPC requests per batch
+_PROBE_AFTER = 32  # ranges read below a refused size before trying wider ones again
 _RANGE_MARKERS = (
     "more than",
     "too many",
@@ -313,6 +315,8 @@ class Indexer:
             to_checksum_address(a): n for n, a in sorted(deployment.contracts.items())
         }
         self._addresses = sorted(self._names)
+        self._ceiling: int | None = None  # below the last range a provider refused
+        self._streak = 0  # ranges read since that refusal
         self._batch_ok: bool | None = None
         self._chain_id: int | None = None
 
@@ -505,12 +509,17 @@ class Indexer:
                     },
                 )
                 self.range = new_span
+                self._ceiling, self._streak = span - 1, 0
                 end = start + new_span - 1
         span = end - start + 1
+        self._streak += 1
+        if self._ceiling is not None and self._streak >= _PROBE_AFTER:
+            self._ceiling = None  # probe wider ranges again: the provider's limit may depend on the results
         if len(logs) > self.max_logs and span > 1:
             self.range = max(1, span // 2)
         elif len(logs) <= self.max_logs // 2:
-            self.range = min(self.max_range, max(self.range, span * 2))
+            limit = self.max_range if self._ceiling is None else min(self.max_range, self._ceiling)
+            self.range = min(limit, max(self.range, span * 2))
 
         numbers = sorted({int(entry["blockNumber"]) for entry in logs} | {start, end})
         headers = {h.number: h for h in self._headers(numbers)}
