@@ -874,7 +874,9 @@ class _Fold:
         self.tick("slashed", amount)
 
     def on_OutcomeRecorded(self, a: dict[str, Any]) -> None:  # noqa: N802
-        account = self.account(a["provider"])
+        account = self.accounts.get(a["provider"])
+        if account is None:
+            return  # a voucher may pay an address that never registered; its counters are not audited
         account.jobs_completed = min(account.jobs_completed + int(a["completed"]), _U64)
         account.jobs_failed = min(account.jobs_failed + int(a["failed"]), _U32)
         account.disputes_lost = min(account.disputes_lost + int(a["disputesLost"]), _U32)
