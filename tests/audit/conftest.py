@@ -13,14 +13,18 @@ Shape::
     audited.deployment   # Deployment (addresses, deployment block)
     audited.params       # DeployParameters the world was deployed with (tests only; auditors read the chain)
     audited.facts        # _ledger_world.WorldFacts: actors, job ids by name, tx hashes by step, slashes...
-    audited.store        # AuditStore indexed up to facts.end_block
-    audited.fresh_store()  # another AuditStore indexed the same way, yours to tamper with
+    audited.store        # AuditStore (a file) indexed up to facts.end_block
+    audited.fresh_store()  # another AuditStore (in memory) indexed the same way, yours to tamper with
+    audited.copy_store(path)  # a copy of audited.store's file at ``path`` (fast): tamper with plain SQL
+                              # (sqlite3.connect(path)) and read it through the returned AuditStore
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -41,6 +45,7 @@ class Audited:
 
     world: World
     store: AuditStore
+    path: Path
     _extra: list[AuditStore] = field(default_factory=list)
 
     @property
@@ -73,13 +78,27 @@ class Audited:
         self._extra.append(store)
         return store
 
+    def copy_store(self, path: Path) -> AuditStore:
+        """A copy of :attr:`store`'s file at ``path``, opened as an AuditStore (closed at teardown)."""
+        from proxima.audit.store import AuditStore
 
-def index_world(world: World) -> AuditStore:
-    """Index ``world`` into a new in-memory AuditStore, up to the last block of its script."""
+        source, target = sqlite3.connect(self.path), sqlite3.connect(path)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        store = AuditStore(path)
+        self._extra.append(store)
+        return store
+
+
+def index_world(world: World, path: Path | None = None) -> AuditStore:
+    """Index ``world`` into a new AuditStore (in memory, or the file ``path``) up to the end of its script."""
     from proxima.audit.indexer import Indexer
     from proxima.audit.store import AuditStore
 
-    store = AuditStore.memory()
+    store = AuditStore.memory() if path is None else AuditStore(path)
     Indexer(world.chain.w3, store, world.deployment, confirmations=0).sync(world.facts.end_block)
     return store
 
@@ -92,9 +111,10 @@ def audited_world() -> Iterator[World]:
 
 
 @pytest.fixture(scope="session")
-def audited(audited_world: World) -> Iterator[Audited]:
-    """The exercised world indexed into an AuditStore (read-only; see :meth:`Audited.fresh_store`)."""
-    result = Audited(audited_world, index_world(audited_world))
+def audited(audited_world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
+    """The exercised world indexed into an AuditStore (read-only; see :meth:`Audited.copy_store`)."""
+    path = tmp_path_factory.mktemp("audited") / "index.sqlite"
+    result = Audited(audited_world, index_world(audited_world, path), path)
     try:
         yield result
     finally:
