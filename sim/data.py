@@ -494,23 +494,38 @@ def _rtt_matrix(
 
 
 def _fit_model(km: NDArray[np.float64], est: NDArray[np.float64], measured: NDArray[np.bool_]) -> RttModel:
+    """Huber-weighted least squares of ``y = slope * km + h_i + h_j`` over the measured pairs.
+
+    The design is sparse (a distance and two country indicators per row), so the normal equations are built
+    with ``bincount`` and solved as one ``(C + 1)``-square system per iteration; a 0.1 ms ridge keeps the
+    heights of thinly measured countries near 0.
+    """
     n = km.shape[0]
     i, j = np.nonzero(np.triu(measured, 1))
     y = est[i, j]
-    rows = len(y)
-    design = np.zeros((rows, n + 1))
-    design[:, 0] = km[i, j]
-    design[np.arange(rows), 1 + i] += 1.0
-    design[np.arange(rows), 1 + j] += 1.0
-    ridge = np.hstack([np.zeros((n, 1)), 0.1 * np.eye(n)])
-    weights = np.ones(rows)
+    x = km[i, j]
+    weights = np.ones(len(y))
     beta = np.zeros(n + 1)
     for _ in range(20):
-        sw = np.sqrt(weights)
-        a = np.vstack([design * sw[:, None], ridge])
-        b = np.concatenate([y * sw, np.zeros(n)])
-        beta = np.linalg.lstsq(a, b, rcond=None)[0]
-        resid = y - design @ beta
+        normal = np.zeros((n + 1, n + 1))
+        normal[0, 0] = np.dot(weights, x * x)
+        cross = np.bincount(i, weights * x, minlength=n) + np.bincount(j, weights * x, minlength=n)
+        normal[0, 1:] = normal[1:, 0] = cross
+        block = normal[1:, 1:]
+        np.add.at(block, (i, j), weights)
+        np.add.at(block, (j, i), weights)
+        block[np.diag_indices(n)] += np.bincount(i, weights, minlength=n) + np.bincount(
+            j, weights, minlength=n
+        )
+        block[np.diag_indices(n)] += 0.01
+        rhs = np.concatenate(
+            [
+                [np.dot(weights * x, y)],
+                np.bincount(i, weights * y, minlength=n) + np.bincount(j, weights * y, minlength=n),
+            ]
+        )
+        beta = np.linalg.solve(normal, rhs)
+        resid = y - (beta[0] * x + beta[1 + i] + beta[1 + j])
         scale = max(1.4826 * float(np.median(np.abs(resid))), 1e-6)
         k = 1.345 * scale
         weights = np.where(np.abs(resid) <= k, 1.0, k / np.maximum(np.abs(resid), 1e-12))
@@ -518,7 +533,7 @@ def _fit_model(km: NDArray[np.float64], est: NDArray[np.float64], measured: NDAr
     # A country with few measured pairs has an unreliable height: use the median country's.
     per_country = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
     heights = np.where(per_country >= 3, heights, float(np.median(heights[per_country >= 3])))
-    pred = beta[0] * km[i, j] + heights[i] + heights[j]
+    pred = beta[0] * x + heights[i] + heights[j]
     return RttModel(
         slope_ms_per_km=float(beta[0]),
         height_ms=heights,
