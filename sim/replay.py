@@ -30,6 +30,7 @@ the seed), the job ids and the order of transactions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -139,8 +140,11 @@ class ReplayPlan:
         settlements: The model's redemptions and slashes of the sampled providers, in time order.
         job_client: Job index -> client index, for the receipts of slashed jobs (a canary's receipt names
             the committing verifier as the client).
-        expected: Provider -> the model's numbers.
+        expected: Provider -> the model's numbers, summed from its records.
         totals: The model's totals over the sample.
+        run_figures: Provider -> the run's own per-provider figures (``SimResult.provider_*`` arrays:
+            stake, slashed, payout, fees, jobs); compared too when given (rewards are not: the run's pots
+            are shared with providers outside the sample).
     """
 
     params: DeployParameters
@@ -151,10 +155,35 @@ class ReplayPlan:
     job_client: Mapping[int, int]
     expected: Mapping[int, ExpectedProvider]
     totals: ExpectedTotals
+    run_figures: Mapping[int, ExpectedProvider] | None = None
 
     @property
     def last_epoch(self) -> int:
         return max((s.epoch for s in self.settlements), default=0)
+
+    def transactions_by_epoch(self) -> dict[int, int]:
+        """Transactions the replay sends in each epoch (epoch 0 includes the deployment's tail and setup)."""
+        counts: dict[int, int] = defaultdict(int)
+        # after the pool's genesis: 7 deployments and role grants, then registrations and deposits
+        counts[0] += 7 + len(self.providers) + self.params.verdict_quorum + len(self.clients)
+        for record in self.settlements:
+            counts[record.epoch] += 2 if getattr(record, "fault", None) == "canary" else 1
+        for epoch in range(1, self.last_epoch + 2):
+            counts[epoch] += 2  # the block that opens the epoch, and a possible rollover
+        return dict(counts)
+
+    def chain_params(self) -> DeployParameters:
+        """The parameters deployed: the model's, with a longer epoch only where py-evm's clock needs it.
+
+        py-evm mines one block per transaction and each block is one second after its parent, so an epoch
+        of ``epoch_length`` seconds holds fewer than ``epoch_length`` transactions. When an epoch of the
+        plan needs more, the chain's epochs are lengthened (every model epoch is still replayed in the
+        chain epoch of the same number; no rule depends on the epoch's length otherwise).
+        """
+        needed = max(self.transactions_by_epoch().values(), default=0) + 4
+        if needed <= self.params.epoch_length:
+            return self.params
+        return self.params.model_copy(update={"epoch_length": needed})
 
     def check(self) -> None:
         """Refuse a plan that cannot be replayed faithfully.
@@ -370,6 +399,8 @@ class ReplayReport:
     elapsed_s: float
     comparisons: tuple[Comparison, ...]
     conserved: bool
+    model_epoch_s: int = 0
+    chain_epoch_s: int = 0
 
     @property
     def agreements(self) -> list[Comparison]:
@@ -410,6 +441,8 @@ class ReplayReport:
             "gas": self.gas,
             "elapsed_s": round(self.elapsed_s, 3),
             "conserved": self.conserved,
+            "model_epoch_s": self.model_epoch_s,
+            "chain_epoch_s": self.chain_epoch_s,
             "agreements": len(self.agreements),
             "comparisons": len(self.comparisons),
             "mismatches": [
@@ -457,6 +490,7 @@ class _Runner:
         self.paid: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         self.canaries: dict[int, int] = defaultdict(int)
         self.genesis = 0
+        self.chain_params = plan.chain_params()
         self.contracts: ProximaContracts
 
     def sent(self, step: str, send: Callable[[], TxReceipt], payer: str) -> TxReceipt:
@@ -477,9 +511,21 @@ class _Runner:
         self.comparisons.append(Comparison(subject, quantity, int(model), int(chain), source))
 
     def setup(self) -> None:
+        """Fund every actor, deploy, then register providers and verifiers and make the clients' deposits.
+
+        Funding comes first so that only the registrations and deposits fall in epoch 0 after the pool's
+        genesis (py-evm moves its clock one second per block).
+        """
         p = self.plan.params
+        stakes = {i: self.plan.providers[i] for i in self.providers}
+        for index, account in self.providers.items():
+            self.fund(account, stakes[index] + _GAS_MONEY)
+        for verifier in self.verifiers:
+            self.fund(verifier, p.min_verifier_stake + _GAS_MONEY)
+        for index, account in self.clients.items():
+            self.fund(account, self.plan.clients[index] + _GAS_MONEY)
         try:
-            deployment = deploy_all(self.chain, self.admin, p)
+            deployment = deploy_all(self.chain, self.admin, self.chain_params)
         except ProximaError as err:
             raise ReplayError("deployment", str(err)) from err
         self.contracts = ProximaContracts.from_deployment(self.chain, deployment)
@@ -488,18 +534,15 @@ class _Runner:
         total = len(self.providers) + len(self.verifiers) + len(self.clients)
         done = 0
         for index, account in self.providers.items():
-            stake = self.plan.providers[index]
-            self.fund(account, stake + _GAS_MONEY)
             peer_id = peer_id_from_key(bytes(account.key))
             self.sent(
                 f"registering provider {index}",
-                partial(registry.register, account, peer_id, keccak(peer_id), stake),
+                partial(registry.register, account, peer_id, keccak(peer_id), stakes[index]),
                 account.address,
             )
             done += 1
             self.tick("actors", done, total)
         for verifier in self.verifiers:
-            self.fund(verifier, p.min_verifier_stake + _GAS_MONEY)
             self.sent(
                 "registering a verifier",
                 partial(
@@ -513,11 +556,9 @@ class _Runner:
             done += 1
             self.tick("actors", done, total)
         for index, account in self.clients.items():
-            amount = self.plan.clients[index]
-            self.fund(account, amount + _GAS_MONEY)
             self.sent(
                 f"deposit of client {index}",
-                partial(vouchers.deposit, account, amount),
+                partial(vouchers.deposit, account, self.plan.clients[index]),
                 account.address,
             )
             done += 1
@@ -528,7 +569,7 @@ class _Runner:
         self.sent("funding an actor", lambda: self.chain.send_transaction(self.admin, tx), self.admin.address)
 
     def epoch_now(self) -> int:
-        return (self.chain.now() - self.genesis) // self.plan.params.epoch_length
+        return (self.chain.now() - self.genesis) // self.chain_params.epoch_length
 
     def move_to_epoch(self, epoch: int) -> None:
         """Move the clock into ``epoch``, rolling over each ended epoch that has a pot but no work."""
@@ -536,13 +577,13 @@ class _Runner:
         if current > epoch:
             raise ReplayError(
                 f"epoch {epoch}",
-                f"the chain is already in epoch {current}: too many transactions for an epoch of "
-                f"{self.plan.params.epoch_length}s",
+                f"the chain is already in epoch {current}: more transactions than an epoch of "
+                f"{self.chain_params.epoch_length}s holds (one block a second)",
             )
         rewards = self.contracts.rewards
         while current < epoch:
             current += 1
-            target = self.genesis + current * self.plan.params.epoch_length
+            target = self.genesis + current * self.chain_params.epoch_length
             self.chain.advance_time(target - self.chain.now())
             ended = current - 1
             totals = rewards.epoch_of(ended)
@@ -694,6 +735,8 @@ def execute_plan(plan: ReplayPlan, *, progress: Progress | None = None) -> Repla
         elapsed_s=time.monotonic() - started,
         comparisons=tuple(runner.comparisons),
         conserved=conserved,
+        model_epoch_s=plan.params.epoch_length,
+        chain_epoch_s=runner.chain_params.epoch_length,
     )
     log.info(
         "replay finished",
@@ -732,6 +775,14 @@ def _compare_totals(
         runner.compare(
             subject, "eth_received_wei", expected.payout + expected.rewards, gained, "payout + rewards"
         )
+        figures = (plan.run_figures or {}).get(index)
+        if figures is not None:
+            run = "the run's per-provider arrays"
+            runner.compare(subject, "run stake_wei", figures.stake, record.stake, run)
+            runner.compare(subject, "run slashed_wei", figures.slashed, record.total_slashed, run)
+            runner.compare(subject, "run jobs_delivered", figures.jobs_completed, record.jobs_completed, run)
+            runner.compare(subject, "run payout_wei", figures.payout, runner.paid[index][0], run)
+            runner.compare(subject, "run fees_wei", figures.fees, runner.paid[index][1], run)
     for epoch in range(plan.last_epoch + 1):
         totals = c.rewards.epoch_of(epoch)
         runner.compare(f"epoch {epoch}", "pot_wei", plan.totals.pots.get(epoch, 0), totals.pot, sample)
@@ -779,7 +830,8 @@ def replay_sample(
     if not settlements:
         raise ReplayError("sampling", "the simulation result has no settlements (no job was paid)")
     providers = choose_sample(settlements, sample=sample, seed=seed)
-    stakes = [int(s) for s in world.provider_stake_wei]
+    # the engine's provider rows: the world's market, then its hyperscale pool
+    stakes = [int(s) for s in world.providers.stake_wei] + [int(s) for s in world.hyperscale.stake_wei]
     plan = plan_sample(
         settlements,
         stakes,
@@ -788,7 +840,18 @@ def replay_sample(
         seed=seed,
         job_client=_job_clients(result, settlements),
     )
-    return execute_plan(plan, progress=progress)
+    figures = {
+        p: ExpectedProvider(
+            stake=int(result.provider_stake_wei[p]),
+            slashed=int(result.provider_slashed_wei[p]),
+            jobs_completed=int(result.provider_jobs[p]),
+            payout=int(result.provider_payout_wei[p]),
+            fees=int(result.provider_fees_wei[p]),
+            rewards=int(result.provider_rewards_wei[p]),
+        )
+        for p in providers
+    }
+    return execute_plan(dataclasses.replace(plan, run_figures=figures), progress=progress)
 
 
 def _params_of(result: Any) -> DeployParameters:
