@@ -71,12 +71,11 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     start = math.floor(low / step) * step
     ticks = []
-    value = start
-    while value < high + step * 0.5:
+    for index in range(4 * count + 8):  # bounded: about ``count`` steps cover the range
+        value = start + index * step
         ticks.append(round(value, 12))
         if value >= high:
             break
-        value += step
     return ticks
 
 
