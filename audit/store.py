@@ -53,6 +53,7 @@ import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -226,6 +227,12 @@ class BlockRef:
 # --- args encoding ---------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=65_536)
+def _checksummed(address: str) -> str:
+    """EIP-55 form of ``address`` (cached: an index repeats a few addresses many times)."""
+    return str(to_checksum_address(address))
+
+
 def _encode_value(name: str, value: Any) -> Any:
     if isinstance(value, bool | int):
         return value
@@ -234,7 +241,7 @@ def _encode_value(name: str, value: Any) -> Any:
     if isinstance(value, str):
         if not is_hex_address(value):
             raise ValueError(f"argument {name!r}: {value!r} is not an address (strings must be addresses)")
-        return to_checksum_address(value)
+        return _checksummed(value)
     raise ValueError(f"argument {name!r}: cannot encode a {type(value).__name__} (int, bool, address, bytes)")
 
 
@@ -256,8 +263,8 @@ def encode_args(args: dict[str, Any]) -> str:
 def _decode_value(name: str, value: Any) -> Any:
     if isinstance(value, bool | int):
         return value
-    if isinstance(value, str) and is_hex_address(value):
-        return to_checksum_address(value)
+    if isinstance(value, str) and len(value) == 42 and is_hex_address(value):
+        return _checksummed(value)
     if isinstance(value, dict) and set(value) == {"bytes"} and isinstance(value["bytes"], str):
         text = value["bytes"]
         if text.startswith("0x"):
