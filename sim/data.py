@@ -59,6 +59,7 @@ __all__ = [
     "DATA_ENV",
     "GPU_CATALOGUE",
     "MIN_PINGS",
+    "SOURCES",
     "TRACE_KINDS",
     "DataFileError",
     "DataFolderError",
@@ -116,6 +117,21 @@ COMMUNITY_PRICES_USD_H: Final[Mapping[str, float]] = {
 }
 """$/GPU-hour for models without a series in the shared data: RunPod community-cloud on-demand list prices
 (runpod.io/pricing, 2025). A documented figure, not measured here."""
+
+
+SOURCES: Final[Mapping[str, str]] = {
+    "latency_ripe_atlas_country": "RIPE Atlas country-to-country ping RTT statistics, 2025 (RIPE NCC; "
+    "processed by IOG, github.com/input-output-hk/ouroboros-leios data/internet), attribution",
+    "country_centroids": "Google DSPL canonical countries.csv (github.com/google/dspl), BSD-3-Clause",
+    "gpu_specs_iguane": "IGUANE GPU spec table (github.com/mila-iqia/IGUANE), MIT",
+    "gpu_specs_epoch": "Epoch AI, 'Data on Machine Learning Hardware' (epoch.ai), CC-BY 4.0",
+    "gpu_prices_primeintellect_timeseries": "Compute Price Tracker, Prime Intellect marketplace snapshots "
+    "2025-10-19..2025-11-16 (github.com/tugot17/gpu-price-tracker), MIT",
+    "trace_azure_llm_2023": "Azure LLM inference trace 2023 (github.com/Azure/AzurePublicDataset; "
+    "Patel et al., "
+    "'Splitwise', ISCA 2024), CC-BY 4.0",
+}
+"""Citation per data folder read, for reports built on the simulator (each folder's SOURCE.txt has more)."""
 
 
 class DataFolderError(SimError, FileNotFoundError):

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from eth_utils.address import to_checksum_address
@@ -499,6 +499,47 @@ class World:
         hit[[codes[c] for c in outage.countries if c in codes]] = True
         result: NDArray[np.bool_] = hit[pool.country]
         return result
+
+    def summary(self) -> dict[str, Any]:
+        """Key figures of the world for reports (JSON-friendly): counts, slots, regions, GPU mix, prices."""
+        p = self.providers
+        names = [g.name for g in self.data.gpus]
+        regions = np.array(self.country_region)
+        by_region = {
+            str(r): int(n) for r, n in zip(*np.unique(regions[p.country], return_counts=True), strict=True)
+        }
+        clients_by_region = {
+            str(r): int(n)
+            for r, n in zip(*np.unique(regions[self.client_country], return_counts=True), strict=True)
+        }
+        gpu_counts = np.bincount(p.gpu, minlength=len(names))
+        return {
+            "seed": self.config.seed,
+            "providers": len(p),
+            "provider_slots": int(p.slots.sum()),
+            "provider_countries": int(np.unique(p.country).size),
+            "providers_by_region": by_region,
+            "clients": self.clients,
+            "client_countries": int(np.unique(self.client_country).size),
+            "clients_by_region": clients_by_region,
+            "clients_with_residency": int((self.client_residency >= 0).sum()),
+            "interactive_clients": int(self.client_interactive.sum()),
+            "cheaters": int((~p.honest).sum()),
+            "gpu_mix": {names[g]: int(n) for g, n in enumerate(gpu_counts) if n},
+            "median_price_usd_h": {
+                names[g]: float(np.median(p.price_usd_h[p.gpu == g]))
+                for g in range(len(names))
+                if gpu_counts[g]
+            },
+            "median_price_wei_per_token": float(np.median(p.price_wei_per_unit)),
+            "hyperscale": {
+                "country": self.data.countries[int(self.hyperscale.country[0])],
+                "instances": len(self.hyperscale),
+                "slots": int(self.hyperscale.slots.sum()),
+                "price_usd_h": float(self.hyperscale.price_usd_h[0]),
+                "price_wei_per_token": int(self.hyperscale.price_wei_per_unit[0]),
+            },
+        }
 
 
 def _gpu_weights(data: WorldData, config: WorldConfig) -> NDArray[np.float64]:

@@ -13,6 +13,7 @@ from proxima.sim.data import (
     COMMUNITY_PRICES_USD_H,
     DATA_ENV,
     MIN_PINGS,
+    SOURCES,
     DataFileError,
     DataFolderError,
     WorldData,
@@ -244,3 +245,9 @@ def test_trace_merges_code_and_conversation_in_time_order(data: WorldData) -> No
     )
     per_second = np.bincount(np.floor(trace.t).astype(np.int64))
     assert per_second.max() >= 60  # bursty: the README's 67 requests in one second (code trace)
+
+
+def test_every_data_folder_read_has_a_citation(data: WorldData) -> None:
+    assert set(SOURCES) == set(SUBFOLDERS)
+    for folder in SOURCES:
+        assert (data.data_dir / folder / "SOURCE.txt").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -286,3 +287,17 @@ def test_gpu_mix_is_honoured(data: WorldData) -> None:
     names = np.array([g.name for g in data.gpus])[world.providers.gpu]
     assert set(names) == {"RTX-4090", "B200-180GB"}
     assert (names == "RTX-4090").mean() == pytest.approx(0.75, abs=0.05)
+
+
+def test_summary_reports_the_drawn_world(world: World) -> None:
+    summary = world.summary()
+    p = world.providers
+    assert summary["providers"] == len(p)
+    assert summary["provider_slots"] == int(p.slots.sum())
+    assert sum(summary["providers_by_region"].values()) == len(p)
+    assert sum(summary["clients_by_region"].values()) == world.clients
+    assert sum(summary["gpu_mix"].values()) == len(p)
+    assert summary["cheaters"] == int((~p.honest).sum())
+    assert summary["hyperscale"]["country"] == "US"
+    assert summary["hyperscale"]["price_usd_h"] == world.config.hyperscale_price_usd_h
+    assert json.loads(json.dumps(summary)) == summary
