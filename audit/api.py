@@ -27,9 +27,10 @@ endpoint 503, a verification already running 409.
 Mounting: ``app.include_router(audit_router(service))``, or with a zero-argument callable returning the
 service (or None while it is not ready: 503) when the service is built later, as in the gateway's lifespan.
 The routes raise :class:`fastapi.HTTPException` only, so any app's error handlers format them.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: FastAPI resolves the routes' annotations, and the service
+dependency is local to :func:`audit_router`.)
+"""
 
 import logging
 from collections.abc import AsyncIterator, Callable

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import httpx
 from pydantic import ValidationError
@@ -41,12 +41,10 @@ from proxima.audit.errors import AuditError
 from proxima.audit.indexer import Indexer, SyncProgress, SyncResult
 from proxima.audit.ledger import AuditLedger, LedgerParameters, ledger_of, read_parameters
 from proxima.audit.store import AuditStore, BlockRef
+from proxima.audit.verify import VerifyReport, verify
 from proxima.sdk.chain.devnet import Deployment
 from proxima.sdk.errors import SignatureError
 from proxima.sdk.offers import SignedOffer
-
-if TYPE_CHECKING:
-    from proxima.audit.verify import VerifyReport
 
 __all__ = [
     "LOCATION_SOURCE",
@@ -333,8 +331,6 @@ class AuditService:
             EmptyIndexError: Before the first sync.
             VerifyBusyError: If another verification is running.
         """
-        from proxima.audit.verify import verify
-
         w3 = self._require_w3("verify")
         if not self._verify_lock.acquire(blocking=False):
             raise VerifyBusyError
