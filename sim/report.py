@@ -32,6 +32,7 @@ from proxima.sim.arrivals import Arrivals, inject_burst, replay_trace
 from proxima.sim.data import WorldData, default_data_dir, load_world_data
 from proxima.sim.engine import DROPPED, FAILED, REJECTED, SimConfig, SimResult, simulate
 from proxima.sim.errors import SimError
+from proxima.sim.metrics import summarize
 from proxima.sim.policies import POLICIES
 from proxima.sim.replay import ReplayReport, replay_sample
 from proxima.sim.world import CONTINENTS, RegionOutage, World, WorldConfig, build_world
@@ -177,33 +178,19 @@ class PolicyMetrics:
     wall_s: float
 
 
-def _gini(values: NDArray[np.float64]) -> float:
-    """Gini coefficient of non-negative values (0: equal, 1: one takes all)."""
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    n = len(x)
-    if n == 0 or x.sum() <= 0:
-        return 0.0
-    ranks = np.arange(1, n + 1)
-    return float((2 * np.sum(ranks * x) / (n * x.sum())) - (n + 1) / n)
-
-
-def _pool(result: SimResult) -> NDArray[np.bool_]:
-    """The providers a policy places on: the hyperscale pool for ``centralized``, else the market."""
-    hyperscale = np.asarray(result.provider_hyperscale, dtype=bool)
-    pool: NDArray[np.bool_] = hyperscale if result.policy == "centralized" else ~hyperscale
-    return pool
-
-
 def metrics_of(
     result: SimResult, world: World, *, window: tuple[float, float] | None = None
 ) -> PolicyMetrics:
-    """The report's figures for one run, optionally only for jobs arriving in ``window`` (seconds).
+    """The report's figures for one run (:func:`proxima.sim.metrics.summarize`), optionally only for the
+    jobs arriving in ``window`` (seconds): latencies, targets, cost and outcomes of those jobs; utilisation,
+    Gini and slashing stay whole-run figures.
 
     Args:
         result: The run.
         world: Its world (for the ETH price used to show costs in USD).
         window: ``(start_s, end_s)`` of arrivals to count; None for all jobs.
     """
+    summary = summarize(result, eth_usd=world.config.eth_usd)
     mask = np.ones(result.jobs, dtype=bool)
     if window is not None:
         mask = (result.arrival_s >= window[0]) & (result.arrival_s < window[1])
@@ -216,30 +203,30 @@ def metrics_of(
 
     paid = result.cost_wei[delivered].astype(np.float64)
     cost = float(paid.mean()) / _WEI_PER_ETH * world.config.eth_usd if len(paid) else float("nan")
-    pool = _pool(result)
-    capacity = (result.provider_slots[pool] * result.horizon_s).astype(np.float64)
-    utilisation = float(result.provider_busy_s[pool].sum() / capacity.sum()) if capacity.sum() > 0 else 0.0
-    earnings = np.array([float(e) for e in result.provider_earnings_wei[pool]], dtype=np.float64)
     outcome = result.outcome[mask]
     return PolicyMetrics(
         policy=result.policy,
         jobs=jobs,
         delivered=int(delivered.sum()),
-        p50_ms=pct(50),
-        p95_ms=pct(95),
-        p99_ms=pct(99),
-        met_target=float(result.met_target[mask].mean()) if jobs else float("nan"),
-        cost_per_job_usd=cost,
-        utilisation=utilisation,
-        gini=_gini(earnings),
+        p50_ms=summary.p50_ms if window is None else pct(50),
+        p95_ms=summary.p95_ms if window is None else pct(95),
+        p99_ms=summary.p99_ms if window is None else pct(99),
+        met_target=summary.met_target
+        if window is None
+        else (float(result.met_target[mask].mean()) if jobs else float("nan")),
+        cost_per_job_usd=summary.cost_per_job_usd
+        if window is None and summary.cost_per_job_usd is not None
+        else cost,
+        utilisation=summary.utilisation,
+        gini=summary.gini_earnings,
         dropped=int((outcome == DROPPED).sum()),
         failed=int((outcome == FAILED).sum()),
         rejected=int((outcome == REJECTED).sum()),
-        failovers=int(result.failovers) if window is None else int((result.attempts[mask] > 1).sum()),
-        cheaters=int(result.cheaters),
-        cheaters_caught=int(result.cheaters_caught),
-        honest_slashed=int(result.honest_slashed),
-        wall_s=float(result.wall_s),
+        failovers=int((result.attempts[mask] > 1).sum()),
+        cheaters=summary.cheaters,
+        cheaters_caught=summary.cheaters_caught,
+        honest_slashed=summary.honest_slashed,
+        wall_s=summary.wall_s,
     )
 
 
