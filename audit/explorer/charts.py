@@ -49,13 +49,14 @@ def _plain(value: Number) -> str:
     return f"{value:,.4g}"
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+def nice_ticks(low: float, high: float, count: int = 5, *, integer: bool = False) -> list[float]:
     """Round tick positions (1, 2, 2.5 or 5 times a power of ten) covering ``low .. high``.
 
     Args:
         low: Smallest value to cover.
         high: Largest value to cover.
         count: About how many ticks.
+        integer: Keep ticks whole (for counts): the step is at least 1.
 
     Returns:
         Increasing tick values; the first is <= ``low`` and the last >= ``high``.
@@ -69,6 +70,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    if integer:
+        step = max(1.0, float(math.ceil(step)))
     start = math.floor(low / step) * step
     ticks = []
     for index in range(4 * count + 8):  # bounded: about ``count`` steps cover the range
@@ -104,9 +107,11 @@ def _full_time(timestamp: int) -> str:
 class _Frame:
     """Axes, ticks and scales shared by the chart kinds."""
 
-    def __init__(self, xs: Sequence[int], top_value: float, fmt: Formatter, *, bars: bool) -> None:
+    def __init__(
+        self, xs: Sequence[int], top_value: float, fmt: Formatter, *, bars: bool, integer: bool = False
+    ) -> None:
         self.xs = list(xs)
-        self.ticks = nice_ticks(0.0, max(top_value, 0.0))
+        self.ticks = nice_ticks(0.0, max(top_value, 0.0), integer=integer)
         self.y_max = self.ticks[-1] or 1.0
         self.fmt = fmt
         self.plot_w = WIDTH - _LEFT - _RIGHT
@@ -189,6 +194,7 @@ def bar_chart(
     *,
     fmt: Formatter = _plain,
     full: Formatter = _plain,
+    integer: bool = False,
 ) -> Markup:
     """A bar per time bucket.
 
@@ -198,6 +204,7 @@ def bar_chart(
         values: One non-negative value per bucket.
         fmt: Turns a value into axis label text.
         full: Turns a value into the exact text shown on hover.
+        integer: Whole-number ticks (counts).
 
     Returns:
         The ``<svg>`` element as markup.
@@ -209,7 +216,7 @@ def bar_chart(
         raise ValueError(f"bar chart {title!r}: {len(xs)} x values but {len(values)} values")
     if not xs:
         return _empty(title)
-    frame = _Frame(xs, float(max(values)), fmt, bars=True)
+    frame = _Frame(xs, float(max(values)), fmt, bars=True, integer=integer)
     body = frame.axes()
     width = max(frame.slot * 0.7, 1.0)
     base = frame.y(0)

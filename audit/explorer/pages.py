@@ -349,7 +349,11 @@ def explorer_router(service: ServiceSource) -> APIRouter:
                 raise UnavailableError(f"{err}") from err
             renderer.checkpoint = svc.checkpoint()
             page = build(svc, ledger)
-            context = {"signers": {}, "escrow_jobs": frozenset("0x" + bytes(k).hex() for k in ledger.jobs)}
+            context = {
+                "signers": {},
+                "escrow_jobs": frozenset("0x" + bytes(k).hex() for k in ledger.jobs),
+                "arg": _event_arg(renderer),
+            }
             context.update(page.context)
             return renderer.render(_Page(page.template, context), here)
         except ExplorerError as err:
@@ -597,7 +601,6 @@ def explorer_router(service: ServiceSource) -> APIRouter:
                     "events": events,
                     "block": block,
                     "contract": names.get(tx.to or ""),
-                    "arg": _event_arg(_Renderer(request)),
                 },
             )
 
@@ -721,7 +724,9 @@ def _overview_charts(points: Sequence[Any]) -> list[tuple[str, Any]]:
     return [
         (
             "Escrow jobs opened",
-            charts.bar_chart("Escrow jobs opened per bucket", xs, [p.jobs_opened for p in points]),
+            charts.bar_chart(
+                "Escrow jobs opened per bucket", xs, [p.jobs_opened for p in points], integer=True
+            ),
         ),
         (
             "Volume paid (ETH)",
@@ -739,7 +744,7 @@ def _overview_charts(points: Sequence[Any]) -> list[tuple[str, Any]]:
                 full=wei_full,
             ),
         ),
-        ("Slashes", charts.bar_chart("Slashes per bucket", xs, [p.slashes for p in points])),
+        ("Slashes", charts.bar_chart("Slashes per bucket", xs, [p.slashes for p in points], integer=True)),
     ]
 
 
@@ -747,12 +752,17 @@ _AMOUNT_KEYS: Final = re.compile(
     r"(amount|stake|payout|fee|refund|price|bond|reward|balance|pot|treasury|value|paid|deposit|unbonding)",
     re.IGNORECASE,
 )
+_TIME_KEYS: Final = re.compile(r"(deadline|_at$|At$|ready|time)", re.IGNORECASE)
 
 
 def _event_arg(renderer: _Renderer) -> Callable[[str, Any], Markup]:
     """Render one decoded event argument: addresses and job ids as links, amounts in wei and ETH."""
 
     def arg(key: str, value: Any) -> Markup:
+        if isinstance(value, str) and value.isdigit():  # evidence carries numbers as text
+            value = int(value)
+        if isinstance(value, int) and _TIME_KEYS.search(key) and 10**9 <= value < 10**11:
+            return Markup("{} ({})").format(formats.utc_time(value), value)
         if isinstance(value, str) and _ADDRESS.match(value):
             href = renderer.link("explorer_account", address=value)
             return Markup('<a class="hex" href="{}">{}</a>').format(href, value)

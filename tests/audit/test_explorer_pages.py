@@ -298,13 +298,13 @@ def test_slashes_showEachWithEvidence(client: TestClient, audited: Any) -> None:
     html = page(client, "/slashes?order=asc")
     blocks = re.findall(r'<div class="evidence".*?</dl>\s*</div>', html, re.S)
     assert len(blocks) == len(facts.slashes)
-    shown = [
-        (
-            re.search(r'badge bad">([a-z ]+)<', b).group(1).replace(" ", "_"),
-            re.search(r"/providers/(0x\w{40})", b).group(1),
-        )  # type: ignore[union-attr]
-        for b in blocks
-    ]
+    shown = []
+    for block in blocks:
+        kind = re.search(r'badge bad">([a-z ]+)<', block)
+        account = re.search(r"/providers/(0x\w{40})", block)
+        assert kind is not None
+        assert account is not None
+        shown.append((kind.group(1).replace(" ", "_"), account.group(1)))
     assert shown == facts.slashes  # chain order, right kind, right account
     for step in ("prove:canary", "prove:invalid", "prove:equivocation"):
         assert f'href="/tx/0x{facts.tx[step].hex()}"' in html
