@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 MAX_PAGE: Final = 500
 """Most rows one page shows."""
 DEFAULT_PAGE: Final = 50
+RECENT: Final = 100
+"""Most jobs and attestations an account's page lists (newest first; the jobs page has them all)."""
 _MAP_ROWS: Final = 100_000
 _STATIC: Final = {"explorer.css": "text/css; charset=utf-8"}
 _HEX32: Final = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -464,6 +466,7 @@ def explorer_router(service: ServiceSource) -> APIRouter:
                     "detail": detail,
                     "client_jobs": client_jobs,
                     "found": found,
+                    "recent": RECENT,
                     "signers": _verdict_signers(svc, [*(detail.slashes if detail else ()), *found]),
                     "source": _location_source(),
                 },

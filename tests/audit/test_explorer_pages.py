@@ -450,3 +450,18 @@ def test_ethFormats_keepFullPrecision() -> None:
     assert formats.eth_short(10**13) == "<0.0001"
     assert formats.eth_short(123_456_789_000_000_000) == "0.1235"
     assert 'title="0.000000000000000001 ETH = 1 wei"' in str(formats.eth_html(1))
+
+
+def test_verify_page_showsTheLastReport(audited: Any) -> None:
+    service = explorer_service(audited)
+    report = service.verify()
+    app = FastAPI()
+    app.include_router(explorer_router(service))
+    with TestClient(app) as http:
+        html = page(http, "/verify")
+    assert f"At block {report.block_number}" in html
+    for name, count in report.checked.items():
+        assert re.search(rf"<td>{re.escape(name.replace('_', ' '))}</td><td class=\"num\">{count}</td>", html)
+    rows = html[html.index('id="discrepancies"') :]
+    assert rows.count("<tr><td>") == len(report.discrepancies)
+    assert ("no discrepancy" in html) == report.ok
