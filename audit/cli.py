@@ -41,7 +41,7 @@ import requests
 import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
@@ -164,13 +164,16 @@ def _service(
 
 
 def _eth(wei: int) -> str:
-    """Wei as ETH with every digit kept (``1.5 ETH``, ``0.00002 ETH``)."""
-    if wei == 0:
-        return "0"
+    """Wei as ETH with every digit kept (``1.5``, ``0.00002``); tables say "(ETH)" in their headers."""
     text = format(Decimal(wei) / Decimal(_ETH), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return f"{text} ETH"
+    return text
+
+
+def _amount(header: str) -> Column:
+    """A column of ETH amounts: right-aligned, digits folded onto a second line rather than cut."""
+    return Column(header, justify="right", overflow="fold")
 
 
 def _short(value: str, keep: int = 10) -> str:
@@ -285,14 +288,14 @@ def cmd_providers(args: argparse.Namespace, console: Console) -> int:
         _write_json(sys.stdout, _page_json(page))
         return 0
     table = Table(
-        "address",
+        Column("address", no_wrap=True, min_width=42),  # never cut an address
         "role",
-        "stake",
+        _amount("stake (ETH)"),
         "reliability",
         "verified throughput",
-        "earned",
+        _amount("earned (ETH)"),
         "jobs ok/failed",
-        "slashed",
+        _amount("slashed (ETH)"),
     )
     for row in page.data:
         table.add_row(
@@ -303,7 +306,7 @@ def cmd_providers(args: argparse.Namespace, console: Console) -> int:
             _flops(row.verified_throughput_flops),
             _eth(row.earned_wei),
             f"{row.jobs_completed}/{row.jobs_failed}",
-            f"{_eth(row.total_slashed_wei)} ({row.slashes})" if row.slashes else "—",
+            f"{_eth(row.total_slashed_wei)} ({row.slashes}x)" if row.slashes else "—",
         )
     console.print(table)
     _footer(console, page, "accounts")
@@ -324,8 +327,8 @@ def cmd_provider(args: argparse.Namespace, console: Console) -> int:
     facts.add_column("field")
     facts.add_column("value")
     for name, value in (
-        ("stake", _eth(row.stake_wei)),
-        ("unbonding", _eth(row.unbonding_wei)),
+        ("stake (ETH)", _eth(row.stake_wei)),
+        ("unbonding (ETH)", _eth(row.unbonding_wei)),
         ("reliability", _pct(row.reliability)),
         ("verified throughput", _flops(row.verified_throughput_flops)),
         ("attested GEMM", _flops(row.gemm_flops)),
@@ -333,12 +336,12 @@ def cmd_provider(args: argparse.Namespace, console: Console) -> int:
             "jobs completed / failed / disputes lost",
             f"{row.jobs_completed} / {row.jobs_failed} / {row.disputes_lost}",
         ),
-        ("earned", _eth(row.earned_wei)),
+        ("earned (ETH)", _eth(row.earned_wei)),
         (
-            "rewards claimed / claimable",
+            "rewards claimed / claimable (ETH)",
             f"{_eth(row.rewards_claimed_wei)} / {_eth(row.rewards_claimable_wei)}",
         ),
-        ("slashed", f"{_eth(row.total_slashed_wei)} in {row.slashes} slash(es)"),
+        ("slashed (ETH)", f"{_eth(row.total_slashed_wei)} in {row.slashes} slash(es)"),
         (
             "location",
             "—" if row.country is None else f"{row.country} / {row.region} ({queries.LOCATION_NOTE})",
@@ -353,7 +356,7 @@ def cmd_provider(args: argparse.Namespace, console: Console) -> int:
     if detail.jobs:
         console.print(_job_table(detail.jobs, "escrow jobs"))
     if detail.epochs:
-        epochs = Table("epoch", "work", "share of pot", title="reward epochs")
+        epochs = Table("epoch", "work", _amount("share of pot (ETH)"), title="reward epochs")
         for e in detail.epochs:
             epochs.add_row(str(e.epoch), str(e.work), _eth(e.reward_wei) + ("" if e.final else " (so far)"))
         console.print(epochs)
@@ -362,7 +365,16 @@ def cmd_provider(args: argparse.Namespace, console: Console) -> int:
 
 
 def _job_table(rows: Sequence[queries.JobRow], title: str | None = None) -> Table:
-    table = Table("job", "status", "client", "provider", "price", "payout", "opened", title=title)
+    table = Table(
+        "job",
+        "status",
+        "client",
+        "provider",
+        _amount("price (ETH)"),
+        _amount("payout (ETH)"),
+        "opened (block)",
+        title=title,
+    )
     for j in rows:
         table.add_row(
             _short(j.job_id),
@@ -378,7 +390,15 @@ def _job_table(rows: Sequence[queries.JobRow], title: str | None = None) -> Tabl
 
 def _slash_table(rows: Sequence[queries.SlashRow], title: str | None = None) -> Table:
     table = Table(
-        "block", "kind", "account", "amount", "finder", "finder reward", "job", "transaction", title=title
+        "block",
+        "kind",
+        "account",
+        _amount("amount (ETH)"),
+        "finder (reward, ETH)",
+        "job",
+        "transaction",
+        "evidence",
+        title=title,
     )
     for s in rows:
         table.add_row(
@@ -386,10 +406,10 @@ def _slash_table(rows: Sequence[queries.SlashRow], title: str | None = None) -> 
             s.kind,
             _short(s.account),
             _eth(s.amount_wei),
-            "—" if s.finder is None else _short(s.finder),
-            _eth(s.finder_reward_wei),
+            "—" if s.finder is None else f"{_short(s.finder)} ({_eth(s.finder_reward_wei)})",
             "—" if s.job_id is None else _short(s.job_id),
             _short(s.tx_hash),
+            "\n".join(f"{k}={_short(v)}" for k, v in s.evidence.items()) or "—",
         )
     return table
 
@@ -472,7 +492,16 @@ def cmd_rewards(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         _write_json(sys.stdout, _page_json(page))
         return 0
-    table = Table("epoch", "ended", "pot", "treasury", "rolled in/out", "total work", "providers", "claimed")
+    table = Table(
+        "epoch",
+        "ended",
+        _amount("pot (ETH)"),
+        _amount("treasury (ETH)"),
+        _amount("rolled in/out (ETH)"),
+        "total work",
+        "providers",
+        _amount("claimed (ETH)"),
+    )
     for e in page.data:
         table.add_row(
             str(e.epoch),

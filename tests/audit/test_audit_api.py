@@ -8,9 +8,11 @@ import contextlib
 import csv
 import io
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -238,16 +240,17 @@ def test_verify_runsAndKeepsItsReport(audited: Any, parameters: LedgerParameters
         assert http.get("/v1/audit/summary").json()["verified_ok"] is True
 
 
-def test_verify_reportsATamperedIndex(audited: Any, parameters: LedgerParameters) -> None:
-    store = audited.fresh_store()
-    with store._lock:  # forge the first slash's amount in the index, as a lying indexer would
-        block, index, args = store._conn.execute(
-            "SELECT block_number, log_index, args FROM events WHERE name = 'Slashed' "
-            "ORDER BY block_number LIMIT 1"
+def test_verify_reportsATamperedIndex(audited: Any, parameters: LedgerParameters, tmp_path: Path) -> None:
+    store = audited.copy_store(tmp_path / "forged.sqlite")
+    with sqlite3.connect(
+        tmp_path / "forged.sqlite"
+    ) as conn:  # forge a slash amount, as a lying indexer would
+        block, index, args = conn.execute(
+            "SELECT block_number, log_index, args FROM events WHERE name = 'Slashed' LIMIT 1"
         ).fetchone()
         forged = decode_args(args)
         forged["amount"] += 1
-        store._conn.execute(
+        conn.execute(
             "UPDATE events SET args = ? WHERE block_number = ? AND log_index = ?",
             (encode_args(forged), block, index),
         )
