@@ -37,14 +37,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import coincurve
-from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_abi.codec import ABICodec
+from eth_abi.decoding import AddressDecoder
+from eth_abi.registry import BaseEquals, registry
+from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 
 from proxima.contracts import load_artifact
 from proxima.sdk.bindings._base import abi_type
@@ -109,8 +111,26 @@ SIGNED_EVENTS = frozenset(
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = _N // 2
 _DOMAIN_TYPEHASH = keccak(
-    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 )
+
+
+class _FastAddressDecoder(AddressDecoder):
+    """eth-abi's address decoder validates and normalises each address (~30 us); the bytes are 20 already."""
+
+    decoder_fn = staticmethod(lambda raw: "0x" + bytes(raw).hex())
+
+
+_registry = registry.copy()
+_registry.unregister_decoder("address")
+_registry.register_decoder(BaseEquals("address"), _FastAddressDecoder, label="address")
+_CODEC = ABICodec(_registry)
+
+
+@lru_cache(maxsize=1 << 16)
+def _checksum(address: str) -> str:
+    """EIP-55 form of a lowercase hex address (cached: a few addresses sign most messages)."""
+    return to_checksum_address(address)
 
 
 # --- EIP-712 digests and recovery ----------------------------------------------------------------------
@@ -135,7 +155,7 @@ class Domains:
             separators[contract] = keccak(
                 abi_encode(
                     ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-                    [_DOMAIN_TYPEHASH, keccak(text=name), keccak(text="1"), chain_id, address],
+                    [_DOMAIN_TYPEHASH, keccak(name.encode()), keccak(b"1"), chain_id, address],
                 )
             )
         return cls(chain_id, separators, domains)
@@ -147,13 +167,23 @@ def _struct_types(message: type[Eip712Message]) -> tuple[bytes, list[str]]:
     return message.type_hash(), ["bytes32", *types]
 
 
+def _word(sol_type: str, value: Any) -> bytes:
+    """One static ABI word (every EIP-712 member here is static: uintN, address, bytes32, bool)."""
+    if sol_type == "bytes32":
+        return bytes(value)
+    if sol_type == "address":
+        return b"\0" * 12 + bytes.fromhex(value[2:])
+    return int(value).to_bytes(32, "big")  # uintN and bool (range-checked by the ABI decoder)
+
+
 def _struct_hash(message: type[Eip712Message], values: Sequence[Any]) -> bytes:
     type_hash, types = _struct_types(message)
     if message is AttestationBatch:
         *head, measurements = values
         inner = b"".join(_struct_hash(Measurement, m) for m in measurements)
         values = [*head, keccak(inner)]
-    return keccak(abi_encode(types, [type_hash, *values]))
+    encoded = b"".join(_word(t, v) for t, v in zip(types[1:], values, strict=True))
+    return keccak(type_hash + encoded)
 
 
 def typed_digest(separator: bytes, message: type[Eip712Message], values: Sequence[Any]) -> bytes:
@@ -173,7 +203,7 @@ def _recover_rsv(digest: bytes, r: int, s: int, v: int) -> str | None:
         )
     except Exception:  # noqa: BLE001 - coincurve raises on points off the curve
         return None
-    return to_checksum_address(keccak(public.format(compressed=False)[1:])[12:])
+    return _checksum("0x" + keccak(public.format(compressed=False)[1:])[12:].hex())
 
 
 def recover(digest: bytes, signature: bytes) -> str | None:
@@ -224,14 +254,14 @@ def _selectors() -> dict[tuple[str, bytes], tuple[str, list[str], list[str]]]:
             if item.get("type") != "function":
                 continue
             types = [abi_type(i) for i in item["inputs"]]
-            selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+            selector = keccak(f"{item['name']}({','.join(types)})".encode())[:4]
             table[(contract, selector)] = (item["name"], [i["name"] for i in item["inputs"]], types)
     return table
 
 
 def _checksummed(value: Any) -> Any:
     if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-        return to_checksum_address(value)
+        return _checksum(value.lower())
     if isinstance(value, tuple | list):
         return tuple(_checksummed(v) for v in value)
     return value
@@ -245,7 +275,7 @@ def decode_call(contract: str, data: bytes) -> DecodedCall | None:
         return None
     function, names, types = entry
     try:
-        values = abi_decode(types, bytes(data[4:]))
+        values = _CODEC.decode(types, bytes(data[4:]))
     except Exception:  # noqa: BLE001 - eth-abi raises several types for malformed data
         return None
     return DecodedCall(contract, function, {n: _checksummed(v) for n, v in zip(names, values, strict=True)})
