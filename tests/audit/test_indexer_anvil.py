@@ -169,10 +169,11 @@ def test_reorg_at_the_same_height_is_found_by_hash_and_rolled_back(
 class RangeLimitedProxy(ThreadingHTTPServer):
     """Forwards JSON-RPC to anvil; refuses ``eth_getLogs`` spanning more than ``limit`` blocks."""
 
-    def __init__(self, upstream: str, limit: int) -> None:
+    def __init__(self, upstream: str, limit: int, *, suggest: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream = upstream
         self.limit = limit
+        self.suggest = suggest  # name a range that would be accepted, as Alchemy-style providers do
         self.calls: list[tuple[int, bool]] = []  # (span, accepted) of each eth_getLogs
         self.session = requests.Session()
 
@@ -194,11 +195,11 @@ class RangeLimitedProxy(ThreadingHTTPServer):
             span = int(params["toBlock"], 16) - int(params["fromBlock"], 16) + 1
             self.calls.append((span, span <= self.limit))
             if span > self.limit:
-                return {
-                    "jsonrpc": "2.0",
-                    "id": request["id"],
-                    "error": {"code": -32005, "message": "query returned more than 10000 results"},
-                }
+                message = "query returned more than 10000 results"
+                if self.suggest:
+                    low = int(params["fromBlock"], 16)
+                    message += f". Try with this block range [{hex(low)}, {hex(low + self.limit - 1)}]."
+                return {"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32005, "message": message}}
         answer: dict[str, Any] = self.session.post(self.upstream, json=request, timeout=10).json()
         return answer
 
@@ -223,8 +224,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         pass
 
 
-def serve_proxy(upstream: str, limit: int) -> Iterator[RangeLimitedProxy]:
-    proxy = RangeLimitedProxy(upstream, limit)
+def serve_proxy(upstream: str, limit: int, *, suggest: bool = False) -> Iterator[RangeLimitedProxy]:
+    proxy = RangeLimitedProxy(upstream, limit, suggest=suggest)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:
@@ -262,6 +263,22 @@ def test_ranges_shrink_when_the_provider_refuses_and_grow_again(
     assert result.to_block == anvil_chain.block_number()
     assert sum(limited.accepted) == result.to_block - result.from_block + 1  # each block read once
     assert dump(store) == dump(full_index(d, anvil_process.url))
+
+
+def test_a_range_the_provider_suggests_is_taken_at_once(
+    anvil_process: AnvilProcess, anvil_chain: RpcChain
+) -> None:
+    d = deploy(anvil_chain)
+    d.attest(0, 3, "s")
+    anvil_chain.w3.provider.make_request("anvil_mine", [40])  # type: ignore[arg-type]
+    for proxy in serve_proxy(anvil_process.url, limit=5, suggest=True):
+        store = AuditStore.memory()
+        Indexer(connect(proxy.url), store, d.deployment, initial_range=1_000).sync()
+        assert proxy.calls[:2] == [
+            (anvil_chain.block_number() - d.deployment.block_number + 1, False),
+            (5, True),
+        ]
+        assert dump(store) == dump(full_index(d, anvil_process.url))
 
 
 def test_a_provider_refusing_even_one_block_is_a_clear_error(
