@@ -52,6 +52,7 @@ __all__ = [
     "Page",
     "ProviderDetail",
     "ProviderEpochRow",
+    "ProviderEpochShare",
     "ProviderPage",
     "ProviderRow",
     "ProviderSort",
@@ -257,6 +258,16 @@ class AttestationRow(_Row):
     reference: str
 
 
+class ProviderEpochShare(_Row):
+    """One provider's share of one reward epoch: its work and ``pot * work // total_work`` (final once the
+    epoch ended; claims are per provider over all ended epochs, so the chain does not say which epoch a claim
+    drew from)."""
+
+    provider: str
+    work: int
+    reward_wei: Wei
+
+
 class RewardEpochRow(_Row):
     """One reward epoch.
 
@@ -268,6 +279,7 @@ class RewardEpochRow(_Row):
             epoch without work, or out to a later one.
         total_work: Work units credited in it. providers: Providers with work in it.
         claimed_wei: Rewards claimed from it.
+        shares: Each provider's work and share in it, by address.
     """
 
     epoch: int
@@ -282,6 +294,7 @@ class RewardEpochRow(_Row):
     total_work: int
     providers: int
     claimed_wei: Wei
+    shares: list[ProviderEpochShare]
 
 
 class ProviderEpochRow(_Row):
@@ -558,6 +571,11 @@ def _epoch_row(record: EpochRecord) -> RewardEpochRow:
         total_work=record.total_work,
         providers=sum(1 for w in record.work.values() if w),
         claimed_wei=record.claimed,
+        shares=[
+            ProviderEpochShare(provider=p, work=w, reward_wei=record.rewards.get(p, 0))
+            for p, w in sorted(record.work.items(), key=lambda item: item[0].lower())
+            if w
+        ],
     )
 
 
@@ -928,6 +946,9 @@ def _csv_cell(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if isinstance(value, list):
+        items = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+        return json.dumps(items, separators=(",", ":"))
     return str(value)
 
 

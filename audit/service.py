@@ -13,9 +13,10 @@ and the explorer share. It holds:
   forged offer is dropped and logged). A location is the provider's own claim, not something the chain
   proves; every view labels it so.
 
-Thread safety: every use of the store (ledger folding, sync, verify) happens under one lock, so the
-background follower, HTTP worker threads and the CLI can share one service. Readers get the cached ledger
-without waiting for a sync in progress when the checkpoint has not moved.
+Thread safety: the background follower, HTTP worker threads and the CLI can share one service. Syncs and
+verifications take turns (one lock); folding the ledger takes another, so a request never waits for a long
+sync: the store commits whole ranges, and a fold reads the index at one checkpoint. Concurrent requests after
+a new block fold it once.
 
 The ledger parameters (fees, epoch length...) are read from the contracts' view functions
 (:func:`~proxima.audit.ledger.read_parameters`), never from the deployment file. When no endpoint is given
@@ -160,8 +161,9 @@ class AuditService:
         self.follow_interval_s = follow_interval_s
         self.confirmations = confirmations
         self._parameters = parameters
-        self._lock = threading.RLock()
+        self._sync_lock = threading.RLock()
         self._cache_lock = threading.Lock()
+        self._memo_parameters: LedgerParameters | None = None
         self._cached: tuple[tuple[int, bytes], AuditLedger] | None = None
         self._offers: dict[str, SignedOffer] = {}
         self._offers_lock = threading.Lock()
@@ -250,29 +252,36 @@ class AuditService:
             NoRpcError: Without an endpoint.
         """
         w3 = self._require_w3("sync")
-        with self._lock:
+        with self._sync_lock:
             result = self._indexer_for(w3, confirmations).sync(to_block, progress=progress)
             checkpoint = self.store.checkpoint()
-            if checkpoint is not None and self._parameters is None:
+            saved = self._memo_parameters
+            stale = saved is None or result.events > 0 or result.rolled_back > 0
+            if checkpoint is not None and self._parameters is None and stale:
                 self._save_parameters(read_parameters(w3, self.deployment, checkpoint.number))
         return result
 
     def _save_parameters(self, parameters: LedgerParameters) -> None:
-        self.store.set_meta(_PARAMETERS_META, parameters.model_dump_json())
+        self._memo_parameters = parameters
+        if not self.store.readonly:
+            self.store.set_meta(_PARAMETERS_META, parameters.model_dump_json())
 
     def parameters(self) -> LedgerParameters:
-        """The ledger parameters: given, saved by the last sync, or read from the chain.
+        """The ledger parameters: given, read at the last sync (kept in the store), or read from the chain.
 
         Raises:
             NoRpcError: If none were saved and there is no endpoint to read them from.
         """
         if self._parameters is not None:
             return self._parameters
-        with self._lock:
+        with self._sync_lock:
+            if self._memo_parameters is not None:
+                return self._memo_parameters
             saved = self.store.get_meta(_PARAMETERS_META)
             if saved is not None:
                 try:
-                    return LedgerParameters.model_validate_json(saved)
+                    self._memo_parameters = LedgerParameters.model_validate_json(saved)
+                    return self._memo_parameters
                 except ValidationError as err:
                     log.warning(
                         "saved ledger parameters unreadable; reading them again", extra={"error": str(err)}
@@ -282,24 +291,25 @@ class AuditService:
             parameters = read_parameters(
                 w3, self.deployment, "latest" if checkpoint is None else checkpoint.number
             )
-            if not self.store.readonly:
-                self._save_parameters(parameters)
+            self._save_parameters(parameters)
             return parameters
 
     # --- ledger -----------------------------------------------------------------------------------------
 
     def checkpoint(self) -> BlockRef | None:
         """The last fully indexed block, or None before the first sync."""
-        with self._lock:
-            return self.store.checkpoint()
+        return self.store.checkpoint()
 
     def ledger(self) -> AuditLedger:
         """The ledger at the store's checkpoint, folded from events (cached until the checkpoint moves).
 
+        A sync running meanwhile does not block this: the store commits whole ranges, so the fold sees the
+        index at one checkpoint.
+
         Raises:
             EmptyIndexError: Before the first sync.
         """
-        with self._lock:
+        with self._cache_lock:  # one fold at a time; the others then find it cached
             checkpoint = self.store.checkpoint()
             if checkpoint is None:
                 raise EmptyIndexError(self.where)
@@ -312,7 +322,11 @@ class AuditService:
             self._cached = (key, ledger)
         log.info(
             "ledger folded",
-            extra={"block": checkpoint.number, "ms": round((time.perf_counter() - started) * 1000, 1)},
+            extra={
+                "block": ledger.block_number,
+                "events": ledger.events,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
         )
         return ledger
 
@@ -335,7 +349,7 @@ class AuditService:
         if not self._verify_lock.acquire(blocking=False):
             raise VerifyBusyError
         try:
-            with self._lock:
+            with self._sync_lock:
                 if self.store.checkpoint() is None:
                     raise EmptyIndexError(self.where)
                 report = verify(self.store, w3, progress=progress)
@@ -407,7 +421,7 @@ class AuditService:
     @contextmanager
     def locked(self) -> Iterator[AuditStore]:
         """The store, held exclusively (for reads that must not interleave with a sync)."""
-        with self._lock:
+        with self._sync_lock:
             yield self.store
 
 

@@ -151,6 +151,13 @@ def test_rewardEpochs_matchThePool(audited: Any, ledger: AuditLedger) -> None:
     assert rolled.total_work == 0
     assert rolled.rolled_out_wei > 0
     assert rows[facts.rollover_epoch + 1].rolled_in_wei == rolled.rolled_out_wei
+    for row in rows:
+        assert sum(share.work for share in row.shares) == row.total_work
+        assert sum(share.reward_wei for share in row.shares) <= row.pot_wei
+        assert [share.provider for share in row.shares] == sorted(
+            (share.provider for share in row.shares), key=str.lower
+        )
+    assert facts.claimed[0] in {share.provider for share in rows[0].shares}
     assert rows[0].claimed_wei > 0
     assert not rows[-1].ended
 
