@@ -351,11 +351,8 @@ def explorer_router(service: ServiceSource) -> APIRouter:
                 raise UnavailableError(f"{err}") from err
             renderer.checkpoint = svc.checkpoint()
             page = build(svc, ledger)
-            context = {
-                "signers": {},
-                "escrow_jobs": frozenset("0x" + bytes(k).hex() for k in ledger.jobs),
-                "arg": _event_arg(renderer),
-            }
+            escrow_jobs = frozenset("0x" + bytes(k).hex() for k in ledger.jobs)
+            context = {"signers": {}, "escrow_jobs": escrow_jobs, "arg": _event_arg(renderer, escrow_jobs)}
             context.update(page.context)
             return renderer.render(_Page(page.template, context), here)
         except ExplorerError as err:
@@ -752,14 +749,16 @@ def _overview_charts(points: Sequence[Any]) -> list[tuple[str, Any]]:
 
 
 _AMOUNT_KEYS: Final = re.compile(
-    r"(amount|stake|payout|fee|refund|price|bond|reward|balance|pot|treasury|value|paid|deposit|unbonding)",
+    r"(amount|stake|payout|fee|refund|price|bond|reward|balance|pot|pool|treasury|value|paid|deposit|"
+    r"unbonding|slashed|redeemed|credit)",
     re.IGNORECASE,
 )
 _TIME_KEYS: Final = re.compile(r"(deadline|_at$|At$|ready|time)", re.IGNORECASE)
 
 
-def _event_arg(renderer: _Renderer) -> Callable[[str, Any], Markup]:
-    """Render one decoded event argument: addresses and job ids as links, amounts in wei and ETH."""
+def _event_arg(renderer: _Renderer, escrow_jobs: frozenset[str]) -> Callable[[str, Any], Markup]:
+    """Render one decoded event argument: addresses and escrow job ids as links, amounts in wei and ETH,
+    times as UTC, short ASCII tags (a slash's ``reason``) as text."""
 
     def arg(key: str, value: Any) -> Markup:
         if isinstance(value, str) and value.isdigit():  # evidence carries numbers as text
@@ -771,7 +770,10 @@ def _event_arg(renderer: _Renderer) -> Callable[[str, Any], Markup]:
             return Markup('<a class="hex" href="{}">{}</a>').format(href, value)
         if isinstance(value, bytes | bytearray):
             text = formats.hex_of(bytes(value))
-            if key.lower() == "jobid" and len(value) == 32:
+            tag = bytes(value).rstrip(b"\0")
+            if key == "reason" and tag and tag.isascii() and tag.decode().isprintable():
+                return Markup("{} ({})").format(tag.decode(), text)
+            if key.lower() == "jobid" and text in escrow_jobs:
                 return Markup('<a class="hex" href="{}">{}</a>').format(
                     renderer.link("explorer_job", job_id=text), text
                 )
