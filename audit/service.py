@@ -26,6 +26,7 @@ last sync it made.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -476,10 +477,11 @@ def fetch_offers(
             fields = dict(entry)
             signature = fields.pop("signature")
             fields["workloads"] = [
-                {**w, "unit_price_wei": int(w["unit_price_wei"]), "models": tuple(w.get("models", ()))}
-                for w in fields["workloads"]
+                {**w, "unit_price_wei": int(w["unit_price_wei"])} for w in fields["workloads"]
             ]
-            offers.append(SignedOffer.model_validate({"offer": fields, "signature": signature}))
+            # From JSON text: the offer models are strict, and JSON arrays are their tuples only in JSON mode.
+            text = json.dumps({"offer": fields, "signature": signature})
+            offers.append(SignedOffer.model_validate_json(text))
         except (ValidationError, KeyError, TypeError, ValueError) as err:
             log.warning("gateway offer skipped: malformed", extra={"url": url, "error": str(err)[:200]})
     return offers

@@ -19,13 +19,14 @@ import httpx
 import pytest
 import uvicorn
 from eth_account.signers.local import LocalAccount
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 
 from proxima.audit.api import audit_router, create_app
 from proxima.audit.ledger import LedgerParameters, read_parameters
-from proxima.audit.service import LOCATION_SOURCE, AuditService
+from proxima.audit.service import LOCATION_SOURCE, AuditService, OffersFetchError, fetch_offers
 from proxima.audit.store import AuditStore, decode_args, encode_args
+from proxima.marketplace.gateway.schemas import OfferList, offer_public
 from proxima.sdk.eip712 import LocalSigner
 from proxima.sdk.offers import (
     Offer,
@@ -355,3 +356,32 @@ def test_realServer_onLoopback(service: AuditService, http: TestClient, audited:
         assert bad.status_code == 422
         assert bad.json()["error"]["param"] == "limit"
         assert client.get("/openapi.json").json()["paths"]["/v1/audit/providers/{address}"]
+
+
+def test_fetchOffers_fromAGatewaysOfferList(audited: Any, parameters: LedgerParameters) -> None:
+    """Locations from a gateway's /v1/offers answer (its own response model); signatures checked."""
+    accounts = {a.address: a for a in audited.chain.accounts}
+    p0, p1 = (accounts[a] for a in audited.facts.providers[:2])
+    genuine = sign_offer(make_offer(p0, "JP", "ap-northeast"), LocalSigner(p0))
+    relabelled = sign_offer(make_offer(p1, "BR", "sa-east"), LocalSigner(p1))
+    lying = relabelled.model_copy(update={"offer": make_offer(p1, "CH", "eu-central")})  # gateway changed it
+    gateway = FastAPI()
+
+    @gateway.get("/v1/offers")
+    def offers(request: Request) -> OfferList:
+        if request.headers.get("authorization") != "Bearer pxk_test":
+            raise HTTPException(401, "no credentials")
+        return OfferList(data=[offer_public(genuine), offer_public(lying)])
+
+    service = AuditService(audited.store, None, audited.deployment, parameters=parameters)
+    with serve(gateway) as url:
+        fetched = fetch_offers(url, "pxk_test")
+        assert [s.offer.provider for s in fetched] == [p0.address, p1.address]
+        assert service.set_offers(fetched) == 1
+        with pytest.raises(OffersFetchError, match="HTTP 401"):
+            fetch_offers(url, None)
+    where = service.locations()
+    assert list(where) == [p0.address]
+    assert (where[p0.address].country, where[p0.address].source) == ("JP", LOCATION_SOURCE)
+    with pytest.raises(OffersFetchError, match="cannot read offers"):
+        fetch_offers("http://127.0.0.1:9", None, timeout_s=2)
