@@ -132,6 +132,9 @@ class AuditService:
         follow_interval_s: Seconds between the follower's polls.
         confirmations: Blocks kept back from the head (None: the indexer's default for the chain).
         parameters: Ledger parameters to use instead of reading them from the chain (tests, replays).
+        offer_source: Where to read signed offers from when locations are asked for (a gateway passes its
+            offer book: ``lambda: market.offers()``); see :meth:`set_offers`.
+        offer_refresh_s: Read ``offer_source`` at most this often.
 
     Raises:
         AuditError: If neither ``deployment`` nor the store names a deployment.
@@ -147,6 +150,8 @@ class AuditService:
         follow_interval_s: float = 2.0,
         confirmations: int | None = None,
         parameters: LedgerParameters | None = None,
+        offer_source: Callable[[], Iterable[SignedOffer]] | None = None,
+        offer_refresh_s: float = 10.0,
     ) -> None:
         resolved = deployment if deployment is not None else store.deployment
         if resolved is None:
@@ -168,6 +173,9 @@ class AuditService:
         self._cached: tuple[tuple[int, bytes], AuditLedger] | None = None
         self._offers: dict[str, SignedOffer] = {}
         self._offers_lock = threading.Lock()
+        self._offer_source = offer_source
+        self._offer_refresh_s = offer_refresh_s
+        self._offers_read_at = float("-inf")
         self._verify_lock = threading.Lock()
         self._last_report: VerifyReport | None = None
         self._stop = threading.Event()
@@ -385,6 +393,10 @@ class AuditService:
         accepted = 0
         for signed in offers:
             provider = signed.offer.provider
+            with self._offers_lock:
+                kept = self._offers.get(provider)
+            if kept is not None and kept.offer.seq >= signed.offer.seq:
+                continue  # not newer: no signature to check
             try:
                 signer = signed.signer()
             except SignatureError as err:
@@ -404,7 +416,17 @@ class AuditService:
         return accepted
 
     def locations(self) -> dict[str, ProviderLocation]:
-        """Each provider's location as claimed in its signed offer, by address."""
+        """Each provider's location as claimed in its signed offer, by address.
+
+        With an ``offer_source``, its offers are read first (at most every ``offer_refresh_s`` seconds).
+        """
+        source = self._offer_source
+        if source is not None and time.monotonic() >= self._offers_read_at + self._offer_refresh_s:
+            self._offers_read_at = time.monotonic()
+            try:
+                self.set_offers(list(source()))
+            except Exception as err:  # noqa: BLE001 - a failing source leaves the locations known so far
+                log.warning("offer source failed; keeping the locations known", extra={"error": str(err)})
         with self._offers_lock:
             offers = list(self._offers.values())
         return {

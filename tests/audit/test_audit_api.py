@@ -385,3 +385,24 @@ def test_fetchOffers_fromAGatewaysOfferList(audited: Any, parameters: LedgerPara
     assert (where[p0.address].country, where[p0.address].source) == ("JP", LOCATION_SOURCE)
     with pytest.raises(OffersFetchError, match="cannot read offers"):
         fetch_offers("http://127.0.0.1:9", None, timeout_s=2)
+
+
+def test_offerSource_isReadWhenLocationsAreAsked(audited: Any, parameters: LedgerParameters) -> None:
+    accounts = {a.address: a for a in audited.chain.accounts}
+    p0 = accounts[audited.facts.providers[0]]
+    book = [sign_offer(make_offer(p0, "KE", "af-east", seq=5), LocalSigner(p0))]
+    service = AuditService(
+        audited.store,
+        None,
+        audited.deployment,
+        parameters=parameters,
+        offer_source=lambda: book,
+        offer_refresh_s=0,
+    )
+    with TestClient(create_app(service, start_follow=False)) as http:
+        rows = http.get("/v1/audit/providers", params={"country": "KE"}).json()["data"]
+        assert [r["address"] for r in rows] == [p0.address]
+        book[0] = sign_offer(make_offer(p0, "TZ", "af-east", seq=6), LocalSigner(p0))  # the provider moved
+        assert http.get("/v1/audit/providers", params={"country": "TZ"}).json()["total"] == 1
+        book[0] = sign_offer(make_offer(p0, "UG", "af-east", seq=4), LocalSigner(p0))  # a replayed older one
+        assert http.get("/v1/audit/providers", params={"country": "TZ"}).json()["total"] == 1
