@@ -66,6 +66,7 @@ import heapq
 import logging
 import math
 import time
+from array import array
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Final, cast
@@ -108,6 +109,7 @@ __all__ = [
     "OUTCOMES",
     "REJECTED",
     "WRONG",
+    "ProviderRecords",
     "SimConfig",
     "SimConfigError",
     "SimProgress",
@@ -159,7 +161,8 @@ def _default_params() -> DeployParameters:
 
 
 def _default_matching() -> MatchingConfig:
-    return MatchingConfig(queue_allowance=8)
+    # holds lapse after 120 s (longer than any job lives here), so the engine's expiry heap drains
+    return MatchingConfig(queue_allowance=8, reservation_ttl_s=120.0)
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,24 @@ class SimConfig:
                 self.snapshot_interval_s,
                 f"a whole multiple of window_s ({self.window_s})",
             )
+
+
+@dataclass(frozen=True)
+class ProviderRecords:
+    """Providers' records when the run starts (default: a fresh market, everyone a newcomer).
+
+    One entry per provider (market rows then the hyperscale pool). They feed the reliability estimate and
+    the newcomer test exactly as the chain's counters and a gateway's own observations do.
+
+    Attributes:
+        completed: Completed jobs on chain (``jobs_completed``).
+        successes: Jobs this gateway saw delivered (``observed_successes``).
+        failures: Attempts this gateway saw fail (``observed_failures``).
+    """
+
+    completed: NDArray[np.int64]
+    successes: NDArray[np.int64]
+    failures: NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -514,6 +535,7 @@ class _Run:
         arrivals: Arrivals,
         config: SimConfig,
         progress: Callable[[SimProgress], None] | None,
+        records: ProviderRecords | None = None,
     ):
         self.world = world
         self.config = config
@@ -556,6 +578,17 @@ class _Run:
         self.successes = np.zeros(n, dtype=np.int64)
         self.failures = np.zeros(n, dtype=np.int64)
         self.jobs_done = np.zeros(n, dtype=np.int64)
+        if records is not None:
+            for name, values in (
+                ("completed", records.completed),
+                ("successes", records.successes),
+                ("failures", records.failures),
+            ):
+                if np.shape(values) != (n,) or (np.asarray(values) < 0).any():
+                    raise SimConfigError(f"records.{name}", np.shape(values), f"{n} non-negative counts")
+            self.completed_chain += np.asarray(records.completed, dtype=np.int64)
+            self.successes += np.asarray(records.successes, dtype=np.int64)
+            self.failures += np.asarray(records.failures, dtype=np.int64)
         self.busy_s = np.zeros(n)
         self.up_s = np.zeros(n)
         self.up_since = np.zeros(n)
@@ -564,14 +597,14 @@ class _Run:
         self.coords = fit_coordinates(self.rtt_s, seed=config.seed)
 
         # attempts (parallel lists, index = attempt id)
-        self.a_job: list[int] = []
-        self.a_provider: list[int] = []
-        self.a_dispatch: list[float] = []
-        self.a_start: list[float] = []
-        self.a_end: list[float] = []
-        self.a_result: list[float] = []
-        self.a_first: list[float] = []
-        self.a_live: list[bool] = []
+        # compact typed arrays: a million attempts take ~60 MB, not the ~300 MB of lists of Python floats
+        self.a_job = array("q")
+        self.a_provider = array("q")
+        self.a_dispatch = array("d")
+        self.a_start = array("d")
+        self.a_end = array("d")
+        self.a_first = array("d")
+        self.a_live = bytearray()
         self.heap: list[tuple[float, int, int]] = []  # (time, attempt, kind)
 
         # gateway queue: jobs waiting for a placement (job, ready time, failover?)
@@ -621,7 +654,7 @@ class _Run:
             if not self.a_live[a]:
                 continue
             if self.a_end[a] > t:  # not finished computing: lost
-                self.a_live[a] = False
+                self.a_live[a] = 0
                 self.busy_s[p] += max(0.0, t - self.a_start[a])
                 detect = max(t, self.a_dispatch[a]) + self.config.failure_detect_s
                 heapq.heappush(self.heap, (detect, a, _FAIL))
@@ -687,9 +720,8 @@ class _Run:
             # the gateway's snapshot still lists it: the dial fails
             self.a_start.append(t)
             self.a_end.append(t)
-            self.a_result.append(math.inf)
             self.a_first.append(math.inf)
-            self.a_live.append(False)
+            self.a_live.append(0)
             heapq.heappush(self.heap, (t + self.config.failure_detect_s, a, _FAIL))
             return
         arrive = t + send
@@ -705,15 +737,14 @@ class _Run:
         result = end + back
         self.a_start.append(start)
         self.a_end.append(end)
-        self.a_result.append(result)
         self.a_first.append(start + prefill + step + back)
         self.inflight[p].append(a)
         if _draw(self.seed, _STREAM_FAIL, job, k) < float(self.fleet.failure_rate[p]):
             # accepted, never delivered: the slot stays busy until the deadline passes unnoticed
-            self.a_live.append(False)
+            self.a_live.append(0)
             heapq.heappush(self.heap, (t + self.config.deliver_timeout_s, a, _FAIL))
             return
-        self.a_live.append(True)
+        self.a_live.append(1)
         heapq.heappush(self.heap, (result, a, _RESULT))
 
     # --- settlement ----------------------------------------------------------------------------------------
@@ -749,7 +780,7 @@ class _Run:
                 continue
             if not self.a_live[a]:
                 continue
-            self.a_live[a] = False
+            self.a_live[a] = 0
             k = int(self.attempts[job]) - 1
             self.busy_s[p] += self.a_end[a] - self.a_start[a]
             cheated = _draw(self.seed, _STREAM_CHEAT, job, k) < float(self.fleet.cheat_rate[p])
@@ -1062,6 +1093,7 @@ def simulate(
     config: SimConfig,
     *,
     progress: Callable[[SimProgress], None] | None = None,
+    records: ProviderRecords | None = None,
 ) -> SimResult:
     """Run one policy on a world and its arrivals (see the module docstring).
 
@@ -1070,6 +1102,7 @@ def simulate(
         arrivals: The jobs (:func:`proxima.sim.arrivals.replay_trace`).
         config: Policy, seed and model settings.
         progress: Called at every snapshot with where the run is.
+        records: The providers' records at the start (None: a fresh market).
 
     Returns:
         The result (deterministic for the same inputs).
@@ -1081,7 +1114,7 @@ def simulate(
         raise SimConfigError(
             "arrivals.client", "out of range", f"client rows of the world (< {world.clients})"
         )
-    run = _Run(world, arrivals, config, progress)
+    run = _Run(world, arrivals, config, progress, records)
     log.info(
         "simulation started",
         extra={"policy": config.policy, "seed": config.seed, "jobs": run.total, "providers": run.n},

@@ -429,10 +429,8 @@ class StakeWeightedPolicy(Policy):
 
 @dataclass(slots=True)
 class _Dispatched:
-    spec: JobSpec
-    placement: Placement
     reservation: Reservation
-    backups_read: bool = False
+    placement: Placement | None = None  # a failover's single placement (its backups serve the next failover)
 
 
 class ProximaPolicy(Policy):
@@ -500,55 +498,56 @@ class ProximaPolicy(Policy):
         specs = [self.spec(j) for j in jobs.tolist()]
         results = self.engine.place_batch(specs, snapshot, exclude=self._exclude(blocked))
         out = np.empty(len(jobs), dtype=np.int64)
-        for i, (job, spec, result) in enumerate(zip(jobs.tolist(), specs, results, strict=True)):
+        for i, (job, result) in enumerate(zip(jobs.tolist(), results, strict=True)):
             if isinstance(result, NoCandidateError):
                 out[i] = self._why(job)
                 continue
-            out[i] = self._dispatch(job, spec, result)
+            out[i] = self._dispatch(job, result, keep=False)
         return out
 
-    def _dispatch(self, job: int, spec: JobSpec, placement: Placement) -> int:
+    def _dispatch(self, job: int, placement: Placement, *, keep: bool) -> int:
+        """Reserve and bind the placement's first choice. A batch placement is not kept: it holds on to its
+        whole batch's arrays, and failovers are rare (they ask the engine again, see :meth:`failover`)."""
         address = placement.providers[0]
         reservation = self.engine.reserve(placement)
         self.engine.bind(reservation, address)
-        self._dispatched[job] = _Dispatched(spec, placement, reservation)
+        self._dispatched[job] = _Dispatched(reservation, placement if keep else None)
         return self._index[address]
 
     def failover(self, job: int, exclude: Collection[int], blocked: Mask) -> int:
-        """The placement's next ranked backup that is not excluded or blocked; a new placement when none is
-        left."""
+        """The next ranked provider for a job whose attempt failed.
+
+        A job placed by a failover keeps that placement, and its next failover takes the placement's next
+        ranked backup that is neither tried nor blocked. Otherwise (a batch-placed job, or no usable backup
+        left) the engine places the job again on the current snapshot with the tried and blocked providers
+        excluded, which ranks the remaining offers exactly as the backups are ranked. The reservation's
+        hold moves to the new provider (``bind``).
+        """
         assert self.market is not None
         assert self.market.snapshot is not None
         held = self._dispatched.get(job)
-        if held is None:
-            return super().failover(job, exclude, blocked)
-        for candidate in held.placement.backups:
-            p = self._index[candidate.provider]
-            if p in exclude or blocked[p]:
-                continue
-            try:
-                self.engine.bind(held.reservation, candidate.provider)
-            except ReservationError:
-                break
-            return p
+        if held is not None and held.placement is not None:
+            for candidate in held.placement.backups:
+                p = self._index[candidate.provider]
+                if p in exclude or blocked[p]:
+                    continue
+                try:
+                    self.engine.bind(held.reservation, candidate.provider)
+                except ReservationError:
+                    break
+                return p
         try:
             placement = self.engine.place(
-                held.spec, self.market.snapshot, exclude=self._exclude(blocked, exclude)
+                self.spec(job), self.market.snapshot, exclude=self._exclude(blocked, exclude)
             )
         except NoCandidateError:
             return self._why(job)
-        self.engine.unreserve(held.reservation)
-        return self._dispatch(job, held.spec, placement)
+        if held is not None:
+            self.engine.unreserve(held.reservation)
+        return self._dispatch(job, placement, keep=True)
 
-    def _pick_and_take(self, job: int, blocked: Mask, exclude: Collection[int]) -> int:
-        assert self.market is not None
-        assert self.market.snapshot is not None
-        spec = self.spec(job)
-        try:
-            placement = self.engine.place(spec, self.market.snapshot, exclude=self._exclude(blocked, exclude))
-        except NoCandidateError:
-            return self._why(job)
-        return self._dispatch(job, spec, placement)
+    def _pick_and_take(self, job: int, blocked: Mask, exclude: Collection[int]) -> int:  # pragma: no cover
+        raise NotImplementedError
 
     def release(self, job: int) -> None:
         """Release the job's reservation."""
