@@ -217,8 +217,6 @@ def _footer(console: Console, page: Any, noun: str) -> None:
 
 
 def cmd_sync(args: argparse.Namespace, console: Console) -> int:
-    if args.follow:
-        configure_logging("INFO")
     with _service(args, online=True, writable=True) as service:
         result = _sync_once(service, args, console)
         _show_sync(console, result, service)
