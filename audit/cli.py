@@ -48,7 +48,7 @@ from web3.exceptions import Web3Exception
 from proxima.audit import queries
 from proxima.audit.errors import AuditError
 from proxima.audit.indexer import IndexerConnectionError, SyncProgress, SyncResult, connect
-from proxima.audit.service import AuditService
+from proxima.audit.service import AuditService, fetch_offers
 from proxima.audit.store import AuditStore
 from proxima.contracts import ProximaError
 from proxima.sdk.chain.devnet import DEFAULT_DEPLOYMENT_PATH, Deployment
@@ -608,10 +608,11 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         raise
     try:
         if args.offers:
-            from proxima.audit.service import fetch_offers
-
-            accepted = service.set_offers(fetch_offers(args.offers, os.environ.get(args.offers_key_env)))
-            log.info("provider locations loaded", extra={"offers": accepted, "from": args.offers})
+            url, key = args.offers, os.environ.get(args.offers_key_env)
+            accepted = service.set_offers(fetch_offers(url, key))  # the first read fails loudly
+            log.info("provider locations loaded", extra={"offers": accepted, "from": url})
+            service.offer_source = lambda: fetch_offers(url, key)
+            service.offer_refresh_s = 60.0
         app = create_app(service)
         host, port = sock.getsockname()[:2]
         log.info(
@@ -762,7 +763,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--follow", action="store_true", help="keep indexing new blocks while serving")
     serve.add_argument("--interval", type=_seconds, default=2.0, help="seconds between polls with --follow")
     serve.add_argument("--offline", action="store_true", help="serve the database only (no RPC; no verify)")
-    serve.add_argument("--offers", metavar="URL", help="a gateway whose /v1/offers gives provider locations")
+    serve.add_argument(
+        "--offers",
+        metavar="URL",
+        help="a gateway whose /v1/offers gives provider locations (read every minute)",
+    )
     serve.add_argument(
         "--offers-key-env",
         default="PROXIMA_AUDIT_OFFERS_API_KEY",

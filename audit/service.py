@@ -173,8 +173,8 @@ class AuditService:
         self._cached: tuple[tuple[int, bytes], AuditLedger] | None = None
         self._offers: dict[str, SignedOffer] = {}
         self._offers_lock = threading.Lock()
-        self._offer_source = offer_source
-        self._offer_refresh_s = offer_refresh_s
+        self.offer_source = offer_source
+        self.offer_refresh_s = offer_refresh_s
         self._offers_read_at = float("-inf")
         self._verify_lock = threading.Lock()
         self._last_report: VerifyReport | None = None
@@ -420,8 +420,8 @@ class AuditService:
 
         With an ``offer_source``, its offers are read first (at most every ``offer_refresh_s`` seconds).
         """
-        source = self._offer_source
-        if source is not None and time.monotonic() >= self._offers_read_at + self._offer_refresh_s:
+        source = self.offer_source
+        if source is not None and time.monotonic() >= self._offers_read_at + self.offer_refresh_s:
             self._offers_read_at = time.monotonic()
             try:
                 self.set_offers(list(source()))
