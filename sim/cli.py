@@ -257,7 +257,7 @@ def _report(args: argparse.Namespace, argv: list[str], console: Console) -> int:
         jobs=args.jobs or scale["jobs"],
         seed=args.seed,
         replay_sample=scale["replay_sample"] if args.replay_sample is None else args.replay_sample,
-        command=command_line(["report", *[a for a in argv if a not in ("-v", "--verbose")]]),
+        command=command_line([a for a in argv if a not in ("-v", "--verbose")]),
         data_dir=args.data_dir,
     )
     with _progress(console) as bar:

@@ -557,7 +557,8 @@ def _markdown(runs: ScenarioRuns, plots: Sequence[Path]) -> str:
         "alone: `proxima-sim run --providers "
         + f"{s.providers} --clients {s.clients} --jobs {s.jobs} --seed {s.seed} --policy proxima` (add "
         "`--outage WHERE:START:DURATION` for an outage); the replay alone: `proxima-sim replay --providers "
-        + f"{s.providers} --clients {s.clients} --jobs {s.jobs} --seed {s.seed} --sample {s.replay_sample}`.",
+        + f"{s.providers} --clients {s.clients} --jobs {s.jobs} --seed {s.seed} "
+        + f"--sample {max(s.replay_sample, 1)}`.",
         "",
         "## Data",
         "",

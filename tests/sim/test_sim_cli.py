@@ -81,3 +81,15 @@ def test_missing_data_folder_says_where_to_get_it(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "nowhere" in err
     assert "PROXIMA_DATA_DIR" in err
+
+
+def test_report_quick_writes_the_report_where_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "SIMULATION.md"
+    argv = ["report", "--quick", "--providers", "10", "--clients", "12", "--jobs", "200", "--out", str(out)]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert "proxima-sim report --quick --providers 10 --clients 12 --jobs 200 --out" in text
+    assert len(list((tmp_path / "simulation").glob("*.png"))) == 4
