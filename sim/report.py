@@ -16,6 +16,7 @@ seed that reproduce every figure, plus PNG plots (matplotlib, Agg backend) next 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import shlex
@@ -355,10 +356,17 @@ def _plots(runs: ScenarioRuns, folder: Path) -> list[Path]:
     colours = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(POLICIES)}
 
     def save(fig: Any, name: str) -> None:
+        from PIL import Image  # matplotlib's own dependency
+
         path = folder / name
         fig.tight_layout()
-        fig.savefig(path, dpi=_PLOT_DPI)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=_PLOT_DPI, format="png")
         plt.close(fig)
+        buffer.seek(0)
+        # a 64-colour palette keeps the line plots a few tens of KB (antialiased RGBA is 3-4x larger)
+        with Image.open(buffer) as image:
+            image.convert("RGB").quantize(colors=64, dither=Image.Dither.NONE).save(path, optimize=True)
         written.append(path)
 
     # latency CDF, baseline
