@@ -418,6 +418,24 @@ def _draw(seed: int, stream: int, job: int, attempt: int) -> float:
     return (h >> 11) / 2**53
 
 
+def _draws(seed: int, stream: int, jobs: NDArray[np.int64], attempt: int) -> NDArray[np.float64]:
+    """:func:`_draw` of many jobs at once (identical values)."""
+    h = np.full(len(jobs), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    words = (
+        np.full(len(jobs), seed & _MASK64, dtype=np.uint64),
+        np.full(len(jobs), stream & _MASK64, dtype=np.uint64),
+        jobs.astype(np.uint64),
+        np.full(len(jobs), attempt & _MASK64, dtype=np.uint64),
+    )
+    for word in words:
+        z = h ^ word
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h = z ^ (z >> np.uint64(31))
+    out: NDArray[np.float64] = (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+    return out
+
+
 @dataclass
 class _Fleet:
     """Market providers then the hyperscale pool, as flat arrays."""
@@ -567,6 +585,12 @@ class _Run:
         self.settled = np.full(total, np.nan)
         self.tried: dict[int, list[int]] = {}
         self.done = 0
+        # first attempts' draws, vectorized (later attempts call _draw: the same function of the same inputs)
+        every = np.arange(total, dtype=np.int64)
+        self.first_draws = {
+            stream: _draws(config.seed, stream, every, 0).tolist()
+            for stream in (_STREAM_FAIL, _STREAM_CHEAT, _STREAM_CANARY)
+        }
 
         # per provider
         self.up = np.ones(n, dtype=bool)
@@ -739,13 +763,19 @@ class _Run:
         self.a_end.append(end)
         self.a_first.append(start + prefill + step + back)
         self.inflight[p].append(a)
-        if _draw(self.seed, _STREAM_FAIL, job, k) < float(self.fleet.failure_rate[p]):
+        if self._draw(_STREAM_FAIL, job, k) < float(self.fleet.failure_rate[p]):
             # accepted, never delivered: the slot stays busy until the deadline passes unnoticed
             self.a_live.append(0)
             heapq.heappush(self.heap, (t + self.config.deliver_timeout_s, a, _FAIL))
             return
         self.a_live.append(1)
         heapq.heappush(self.heap, (result, a, _RESULT))
+
+    def _draw(self, stream: int, job: int, attempt: int) -> float:
+        if attempt == 0:
+            value: float = self.first_draws[stream][job]
+            return value
+        return _draw(self.seed, stream, job, attempt)
 
     # --- settlement ----------------------------------------------------------------------------------------
 
@@ -783,7 +813,7 @@ class _Run:
             self.a_live[a] = 0
             k = int(self.attempts[job]) - 1
             self.busy_s[p] += self.a_end[a] - self.a_start[a]
-            cheated = _draw(self.seed, _STREAM_CHEAT, job, k) < float(self.fleet.cheat_rate[p])
+            cheated = self._draw(_STREAM_CHEAT, job, k) < float(self.fleet.cheat_rate[p])
             if (
                 cheated
                 and _draw(self.seed, _STREAM_CHECK, job, k) < cfg.check_share
@@ -813,7 +843,7 @@ class _Run:
             if cheated:
                 self.wrong += 1
             self._finish(job, WRONG if cheated else OK)
-            if cfg.canary_rate > 0 and _draw(self.seed, _STREAM_CANARY, job, k) < cfg.canary_rate:
+            if cfg.canary_rate > 0 and self._draw(_STREAM_CANARY, job, k) < cfg.canary_rate:
                 self.canaries += 1
                 rate = float(self.fleet.cheat_rate[p])
                 if (

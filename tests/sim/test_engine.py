@@ -515,3 +515,13 @@ def test_arrivals_out_of_range_are_refused() -> None:
         run(world, tiny_arrivals([0.0], 3))
     with pytest.raises(SimConfigError, match=r"arrivals\.t"):
         run(world, replace(tiny_arrivals([1.0, 0.0], 0)))
+
+
+def test_vectorized_draws_equal_the_scalar_draws() -> None:
+    from proxima.sim.engine import _draw, _draws
+
+    jobs = np.array([0, 1, 2, 12345, 2**40 + 7], dtype=np.int64)
+    for seed, stream, attempt in ((0, 1, 0), (2**63 + 5, 3, 0), (7, 2, 3)):
+        fast = _draws(seed, stream, jobs, attempt)
+        assert fast.tolist() == [_draw(seed, stream, int(j), attempt) for j in jobs]
+        assert ((fast >= 0) & (fast < 1)).all()
