@@ -17,8 +17,11 @@ Phases, in order (each prints what happens and records :class:`Outcome` s):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -79,6 +82,7 @@ OUTCOMES: Final = (
     "charged only for verified results",
     "funds conserved",
     "signatures valid",
+    "independent audit",
 )
 """Every outcome the demo checks, in the order of the final table."""
 
@@ -775,6 +779,44 @@ class _Run:
                 f"offers and {report.vouchers_checked} voucher totals re-verified"
                 + (f"; problems: {'; '.join(report.problems[:3])}" if report.problems else ""),
             )
+            self._independent_audit()
+
+    def _independent_audit(self) -> None:
+        """What a community auditor does: ``proxima-audit`` indexes the chain's events on its own, recomputes
+        every stake, counter, reward and balance from them, re-checks every signature the contracts accepted
+        and compares all of it with contract state."""
+        world = self.world
+        assert world.anvil is not None
+        common = ["--db", str(world.root / "audit.sqlite"), "--rpc", world.anvil.url]
+        common += ["--deployment", str(world.root / "deployment.json")]
+        sync = _audit_cli(*common, "sync")
+        verify = _audit_cli(*common, "verify", "--json") if sync.returncode == 0 else sync
+        try:
+            report = json.loads(verify.stdout)
+            checked, found = report["checked"], report["discrepancies"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            self.expect("independent audit", False, f"proxima-audit failed: {verify.stderr.strip()[-500:]}")
+            return
+        self.expect(
+            "independent audit",
+            verify.returncode == 0 and report["ok"] and not found and checked.get("signatures", 0) > 0,
+            f"proxima-audit indexed {checked.get('events', 0)} events, re-checked "
+            f"{checked.get('signatures', 0)} signatures and compared "
+            f"{checked.get('state_calls', 0)} contract "
+            f"reads: {len(found)} discrepancies"
+            + (f" ({'; '.join(d['kind'] + ' ' + d['subject'] for d in found[:3])})" if found else "")
+            + f"; explorer at {world.gateway_url}/explorer/ while the demo runs",
+        )
+
+
+def _audit_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxima.audit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _print_ledger(console: Console, report: AuditReport, name: Callable[[str], str]) -> None:

@@ -32,6 +32,9 @@ import proxima.marketplace.gateway.routes.embeddings as embeddings_routes
 import proxima.marketplace.gateway.routes.jobs as jobs_routes
 import proxima.marketplace.gateway.routes.offers as offers_routes
 import proxima.marketplace.gateway.routes.providers as providers_routes
+from proxima.audit.api import AuditHTTPError, audit_router
+from proxima.audit.explorer.pages import explorer_router
+from proxima.audit.service import AuditService
 from proxima.marketplace.gateway.accounts import AccountsStoreError, BudgetExceededError
 from proxima.marketplace.gateway.jobstore import JobStoreError
 from proxima.marketplace.gateway.metrics import CONTENT_TYPE
@@ -157,6 +160,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc, AuditHTTPError):  # the auditor's routes keep their code and field
+            return _error(exc.status_code, exc.code, exc.message, exc.param)
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             return _error(400, "invalid_json", "the body is not valid JSON (UTF-8)")
@@ -285,6 +290,18 @@ class _RequestLog:
             )
 
 
+def _include_audit(app: FastAPI) -> None:
+    """The auditor's ``/v1/audit`` API and the web explorer at ``/explorer``, served from the gateway's
+    :class:`~proxima.audit.service.AuditService` once the services are up (503 before, or when disabled)."""
+
+    def audit_service() -> AuditService | None:
+        services = getattr(app.state, "services", None)
+        return None if services is None else services.audit
+
+    app.include_router(audit_router(audit_service))
+    app.include_router(explorer_router(audit_service), prefix="/explorer")
+
+
 def create_app(
     settings: GatewaySettings, *, services: GatewayServices | None = None, start_services: bool | None = None
 ) -> FastAPI:
@@ -333,6 +350,7 @@ def create_app(
     app.include_router(offers_routes.router)
     app.include_router(providers_routes.router)
     app.include_router(embeddings_routes.router)
+    _include_audit(app)
 
     @app.get(
         "/v1/account",
@@ -398,7 +416,7 @@ def create_app(
             }
             for path, operations in schema.get("paths", {}).items():
                 for operation in operations.values():
-                    if path.startswith("/v1/"):
+                    if path.startswith("/v1/") and not path.startswith("/v1/audit/"):  # the audit is public
                         operation["security"] = [{"apiKey": []}, {"signedRequest": []}]
                     for parameter in operation.get("parameters", ()):
                         _drop_null(parameter)

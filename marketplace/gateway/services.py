@@ -37,6 +37,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from starlette.requests import HTTPConnection
 
+from proxima.audit.indexer import connect
+from proxima.audit.service import AuditService
+from proxima.audit.store import AuditStore
 from proxima.marketplace.chainstate import ChainState
 from proxima.marketplace.errors import MarketConfigError, MarketError
 from proxima.marketplace.gateway.accounts import Accounts
@@ -142,6 +145,7 @@ class GatewayServices:
         background: Parts started by :meth:`running`, in order (stopped in reverse).
         closers: Called when :meth:`running` ends, after the background parts stopped (close files).
         extra: Other parts kept for inspection (network, chain state, engine, payer), by name.
+        audit: The auditor beside the gateway (``/v1/audit``, ``/explorer``); None when disabled.
     """
 
     settings: GatewaySettings
@@ -154,6 +158,7 @@ class GatewayServices:
     background: Sequence[BackgroundPart] = ()
     closers: Sequence[Callable[[], None]] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    audit: AuditService | None = None
 
     def __post_init__(self) -> None:
         market = self.market
@@ -229,6 +234,19 @@ class GatewayServices:
                     timeout=checks.verifier_timeout_seconds,
                     canary_request_model=CanaryRequest,
                 )
+            audit = None
+            if settings.audit.enabled:
+                audit_store = AuditStore(settings.audit_path)
+                closers.append(audit_store.close)
+                audit = AuditService(
+                    audit_store,
+                    connect(settings.chain.url),
+                    deployment,
+                    follow=True,
+                    follow_interval_s=settings.audit.follow_interval_seconds,
+                    confirmations=settings.audit.confirmations,
+                    offer_source=network.offers,
+                )
             evidence = EvidenceFiler(
                 contracts,
                 payer_account,
@@ -300,8 +318,10 @@ class GatewayServices:
                 lambda: _deposited(payer, settings.deposit_headroom_wei),
                 lambda: _task_running(_refresh_forever(chainstate, network, ttl), "chainstate-refresher"),
                 lambda: _task_running(dispatcher.run(), "dispatcher"),
+                lambda: _auditing(audit),
             ),
             closers=tuple(closers),
+            audit=audit,
             extra={
                 "network": network,
                 "chainstate": chainstate,
@@ -511,6 +531,20 @@ async def _deposited(payer: Payer, headroom_wei: int) -> AsyncIterator[None]:
         else:
             log.info("voucher deposit ready", extra={"available_wei": available})
     yield
+
+
+@asynccontextmanager
+async def _auditing(audit: AuditService | None) -> AsyncIterator[None]:
+    """Follow the chain into the audit index while the gateway serves (the auditor reads the provider
+    locations from the offers the gateway follows)."""
+    if audit is None:
+        yield
+        return
+    audit.start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(audit.stop)
 
 
 @asynccontextmanager

@@ -50,6 +50,7 @@ from proxima.sdk.units import WeiAmount, parse_wei
 
 __all__ = [
     "ENV_PREFIX",
+    "AuditSettings",
     "ChainSettings",
     "GatewaySettings",
     "P2PSettings",
@@ -221,6 +222,22 @@ class VerificationSettings(_Section):
         return value
 
 
+class AuditSettings(_Section):
+    """The auditor the gateway runs beside it (docs/AUDIT.md): an index of the contracts' events in
+    ``data_dir/audit.sqlite``, the ``/v1/audit`` API and the web explorer at ``/explorer``.
+
+    Attributes:
+        enabled: Index the chain and serve the audit API and the explorer.
+        follow_interval_seconds: How often the index follows the chain.
+        confirmations: Blocks kept back from the chain's head before indexing (None: 0 on development
+            chains, 12 elsewhere).
+    """
+
+    enabled: bool = True
+    follow_interval_seconds: Seconds = 5.0
+    confirmations: int | None = Field(default=None, ge=0, le=1_000)
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway needs besides the payer's passphrase.
 
@@ -246,6 +263,7 @@ class GatewaySettings(BaseSettings):
         max_request_bytes: Largest request body accepted (413 beyond).
         matching: The matching engine's weights and shares.
         verification: Result checks, redundant embed runs, canaries, evidence on chain.
+        audit: The auditor beside the gateway (event index, ``/v1/audit``, ``/explorer``).
         result_cache: Serve repeated deterministic jobs from the result cache (clients can opt out per job).
         dev_mode: Development chains: allows ``payer.dev_account_index``.
         log_level: Logging level.
@@ -281,6 +299,7 @@ class GatewaySettings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 2**20, ge=1_024, le=2**31)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     verification: VerificationSettings = Field(default_factory=VerificationSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     result_cache: bool = True
     dev_mode: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -340,6 +359,11 @@ class GatewaySettings(BaseSettings):
     def jobs_path(self) -> Path:
         """The job store: ``data_dir/jobs.sqlite``."""
         return self.data_dir / "jobs.sqlite"
+
+    @property
+    def audit_path(self) -> Path:
+        """The auditor's event index: ``data_dir/audit.sqlite``."""
+        return self.data_dir / "audit.sqlite"
 
 
 _PATH_FIELDS = (("data_dir",), ("chain", "deployment"), ("payer", "keystore"))

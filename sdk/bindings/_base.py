@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar, TypeVar
 
 from eth_abi.abi import decode as abi_decode
@@ -103,9 +103,14 @@ def decode_revert(contract: str, function: str, err: TransactionReverted) -> Tra
     return ContractRevertError(contract, function, name, args, err)
 
 
+_checksum = lru_cache(maxsize=65_536)(to_checksum_address)
+"""EIP-55 checksumming costs a keccak per address; logs repeat the same few addresses (the auditor's sync
+decodes hundreds of thousands), so it is done once per address."""
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-        return to_checksum_address(value)
+        return _checksum(value)
     if isinstance(value, tuple):
         return tuple(_plain(v) for v in value)
     return value
@@ -207,7 +212,7 @@ def decode_logs(logs: Iterable[LogReceipt], contracts: dict[Address, str]) -> li
     """Decode logs (from a receipt or ``eth_getLogs``) emitted by the given contracts, in order."""
     decoded: list[DecodedEvent] = []
     for entry in logs:
-        address = to_checksum_address(entry["address"])
+        address = _checksum(entry["address"])
         contract = contracts.get(address)
         topics = [bytes(t) for t in entry["topics"]]
         if contract is None or not topics:

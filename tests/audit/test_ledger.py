@@ -6,8 +6,8 @@ import dataclasses
 import json
 
 import pytest
+from _audited import Audited
 from _ledger_world import PARAMS, WorldFacts
-from conftest import Audited
 
 from proxima.audit.ledger import (
     BPS,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Audited
+from _audited import Audited
 
 from proxima.audit.store import AuditStore, decode_args, encode_args
 from proxima.audit.verify import Discrepancy, VerifyError, VerifyReport, verify
