@@ -350,7 +350,7 @@ def choose_sample(settlements: Sequence[Settlement], *, sample: int, seed: int) 
     picks: list[int] = []
     if slashed:
         picks.append(int(slashed[int(rng.integers(len(slashed)))]))
-    rest = sorted(set(paid) | set(slashed) - set(picks))
+    rest = sorted((set(paid) | set(slashed)) - set(picks))
     order = rng.permutation(len(rest))
     picks += [int(rest[i]) for i in order[: max(0, sample - len(picks))]]
     return tuple(sorted(picks))
