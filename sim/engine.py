@@ -102,6 +102,7 @@ from proxima.sim.policies import (
 from proxima.sim.world import FLOPS_PER_TOKEN, RegionOutage, World
 
 __all__ = [
+    "DEFAULT_QUEUE_ALLOWANCE",
     "DELIVERED",
     "DROPPED",
     "FAILED",
@@ -115,6 +116,7 @@ __all__ = [
     "SimProgress",
     "SimResult",
     "SimSeries",
+    "gateway_matching",
     "reliability_from_counts",
     "simulate",
 ]
@@ -160,9 +162,30 @@ def _default_params() -> DeployParameters:
     return DeployParameters(epoch_length=10)
 
 
-def _default_matching() -> MatchingConfig:
-    # holds lapse after 120 s (longer than any job lives here), so the engine's expiry heap drains
-    return MatchingConfig(queue_allowance=8, reservation_ttl_s=120.0)
+DEFAULT_QUEUE_ALLOWANCE: Final = 8
+"""Jobs a provider may take beyond its free slots (to wait in its queue), every policy alike."""
+
+
+def gateway_matching(world: World, arrivals: Arrivals) -> MatchingConfig:
+    """The matching configuration a gateway operator would set for this traffic (``SimConfig.matching``'s
+    default): ``queue_job_s`` = the mean service time of the arrivals on an average market slot (the
+    engine's estimate of how long each job ahead holds a slot; its generic default of 0.5 s is far below
+    an LLM request's seconds), ``queue_allowance`` = :data:`DEFAULT_QUEUE_ALLOWANCE`, and holds that lapse
+    after 120 s (longer than any job lives in a run) so the engine's expiry heap drains."""
+    providers = world.providers
+    queue_job_s = 0.5
+    if len(arrivals) and len(providers):
+        share = providers.slots / providers.slots.sum()
+        inv_prefill = float(np.dot(share, 1.0 / providers.prefill_tokens_per_s))
+        inv_decode = float(np.dot(share, 1.0 / providers.decode_tokens_per_s))
+        mean = float(
+            np.mean(arrivals.prompt_tokens) * inv_prefill + np.mean(arrivals.output_tokens) * inv_decode
+        )
+        if math.isfinite(mean) and mean > 0:
+            queue_job_s = min(mean, 86_400.0)
+    return MatchingConfig(
+        queue_allowance=DEFAULT_QUEUE_ALLOWANCE, reservation_ttl_s=120.0, queue_job_s=queue_job_s
+    )
 
 
 @dataclass(frozen=True)
@@ -175,7 +198,8 @@ class SimConfig:
         params: The contracts' parameters (fees, treasury, epochs, slashing). The default epoch is 10 s of
             simulated time, so that a run of a few minutes spans several reward epochs.
         matching: The matching engine's configuration; its ``queue_allowance`` is also every baseline's
-            capacity rule (jobs a provider may take beyond its free slots).
+            capacity rule (jobs a provider may take beyond its free slots). None: :func:`gateway_matching`
+            of the run's world and arrivals.
         snapshot_interval_s: Seconds between market snapshots (a whole number of ``window_s``).
         window_s: Seconds between gateway ticks (jobs arriving in one window are placed as one batch).
         check_share: Share of client results checked.
@@ -194,7 +218,7 @@ class SimConfig:
     policy: str
     seed: int = 0
     params: DeployParameters = field(default_factory=_default_params)
-    matching: MatchingConfig = field(default_factory=_default_matching)
+    matching: MatchingConfig | None = None
     snapshot_interval_s: float = 5.0
     window_s: float = 0.05
     check_share: float = 0.05
@@ -313,6 +337,8 @@ class SimResult:
     of service), ``provider_up_s`` (seconds online within the run), money as Python ints in object arrays:
     ``provider_payout_wei``, ``provider_fees_wei``, ``provider_rewards_wei``, ``provider_slashed_wei``,
     ``provider_stake_wei`` (final); ``provider_earnings_wei`` is payout plus rewards.
+
+    ``matching`` is the matching configuration the run used (``config.matching`` or its default).
     """
 
     policy: str
@@ -360,6 +386,7 @@ class SimResult:
     series: SimSeries
     wall_s: float
     events: int
+    matching: MatchingConfig
 
     @property
     def provider_earnings_wei(self) -> NDArray[np.object_]:
@@ -571,7 +598,8 @@ class _Run:
         self.horizon = float(self.arrival[-1]) if total else 0.0
         self.seed = config.seed
         self.rtt_s = np.asarray(world.data.rtt_ms, dtype=np.float64) / 1000.0
-        self.link = float(config.matching.link_bandwidth_bps)
+        self.matching = matching = config.matching or gateway_matching(world, arrivals)
+        self.link = float(matching.link_bandwidth_bps)
         self.ledger = Ledger(config.params, fleet.stake, fleet.honest.tolist())
         self.env = simpy.Environment()
 
@@ -659,7 +687,7 @@ class _Run:
             jobs=jobs,
             vectors=self.coords[0],
             heights=self.coords[1],
-            matching=config.matching,
+            matching=matching,
             seed=config.seed,
             clock=lambda: float(self.env.now),
         )
@@ -912,7 +940,7 @@ class _Run:
             stake_wei=stake,
             reliability=reliability,
             jobs_completed=self.completed_chain.copy(),
-            queue_allowance=self.config.matching.queue_allowance,
+            queue_allowance=self.matching.queue_allowance,
             snapshot=snapshot,
         )
         self.policy.refresh(self.market)
@@ -1114,6 +1142,7 @@ class _Run:
             ),
             wall_s=time.perf_counter() - self.wall0,
             events=self.events,
+            matching=self.matching,
         )
 
 

@@ -525,3 +525,19 @@ def test_vectorized_draws_equal_the_scalar_draws() -> None:
         fast = _draws(seed, stream, jobs, attempt)
         assert fast.tolist() == [_draw(seed, stream, int(j), attempt) for j in jobs]
         assert ((fast >= 0) & (fast < 1)).all()
+
+
+def test_the_gateway_plans_queue_waits_with_the_traffic_mean_job_time() -> None:
+    from proxima.marketplace.matching import MatchingConfig
+    from proxima.sim.engine import DEFAULT_QUEUE_ALLOWANCE, gateway_matching
+
+    world = tiny_world([P("DE", slots=2, decode=10.0), P("FR", slots=6, decode=30.0)], [C("DE")])
+    arrivals = tiny_arrivals([0.0, 1.0], 0, prompt=1_000, output=20)
+    config = gateway_matching(world, arrivals)
+    per_prefill = (2 / 8) / 10_000.0 + (6 / 8) / 10_000.0
+    per_decode = (2 / 8) / 10.0 + (6 / 8) / 30.0
+    assert config.queue_job_s == pytest.approx(1_000 * per_prefill + 20 * per_decode)
+    assert config.queue_allowance == DEFAULT_QUEUE_ALLOWANCE
+    assert run(world, arrivals).matching == config
+    mine = MatchingConfig(queue_allowance=1)
+    assert run(world, arrivals, matching=mine).matching == mine
