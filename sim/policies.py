@@ -3,9 +3,9 @@
 ==================  ==================================================================================
 policy              picks, among the providers that pass the job's hard constraints and have capacity
 ==================  ==================================================================================
-``centralized``     one hyperscale region's pool (``World.provider_hyperscale``): the pool member with the
-                    most free capacity (a load balancer), ties by index; a job whose residency excludes the
-                    region cannot run
+``centralized``     the world's hyperscale pool (``World.hyperscale``, one country): the pool member with
+                    the most free capacity (a load balancer), ties by index; a job whose residency excludes
+                    the country cannot run. The other policies use the market (``World.providers``) only
 ``random``          uniformly at random
 ``cheapest``        the lowest unit price, ties by index
 ``nearest``         the lowest RTT from the client's country (the world's measured RTT matrix: the strongest
@@ -13,7 +13,9 @@ policy              picks, among the providers that pass the job's hard constrai
 ``stake_weighted``  at random with probability proportional to stake (Livepeer's default selection)
 ``proxima``         the real :class:`~proxima.marketplace.matching.MatchingEngine`: batch placement
                     (``place_batch``) on a :class:`~proxima.marketplace.matching.MarketSnapshot`, with
-                    reservations (``reserve`` / ``bind`` / ``unreserve``) and its ranked backups for failover
+                    reservations (``reserve`` / ``bind`` / ``unreserve``); on failover the engine ranks the
+                    remaining offers again (``place`` with the tried and blocked excluded) and a failover
+                    placement's ranked backups serve the next failover
 ==================  ==================================================================================
 
 Fairness: every policy sees the same :class:`Market` (the gateway's view, rebuilt every
@@ -23,10 +25,11 @@ same hard constraints (residency; every provider serves the one workload) and th
 engine: a provider takes a job while ``free_slots + max(0, queue_allowance - queue_depth) - held > 0``, where
 ``held`` counts the jobs this gateway sent there since the snapshot and that have not ended yet.
 
-A policy answers each job with a provider index, :data:`UNPLACED` (every feasible provider is full or
-blocked now: the gateway retries later) or :data:`INFEASIBLE` (no listed provider satisfies the job's hard
-constraints: rejected). Proxima's RTT estimates come from Vivaldi coordinates (:func:`fit_coordinates`, fitted
-to the same RTT matrix, as a gateway would learn them), not from the true matrix.
+A policy answers each job with a provider index, :data:`UNPLACED` (every feasible provider is full, down or
+blocked now: the gateway retries later) or :data:`INFEASIBLE` (no provider of the policy's pool, online or
+not, satisfies the job's hard constraints: rejected). Proxima's RTT estimates come from Vivaldi coordinates
+(:func:`fit_coordinates`, fitted to the same RTT matrix, as a gateway would learn them), not from the true
+matrix.
 """
 
 from __future__ import annotations
