@@ -25,7 +25,9 @@ result transfer ``rtt / 2 + 8 * output_bytes / link``. The RTT is the world's co
 with a distance model where unmeasured). End-to-end latency runs from the job's arrival to its result, across
 failovers and retries; time to first token counts the prefill and one decode step instead of the whole
 decode. An honest provider fails a job with its ``failure_rate`` (accepts and never delivers: noticed after
-``deliver_timeout_s``).
+``deliver_timeout_s``). Failures are not slashed (voucher jobs have no escrow timeout to claim); the gateway
+records them (``observed_failures``, which lowers the provider's reliability) and blocks the provider until
+its next snapshot.
 
 **Verification** (as the gateway does it): a share ``check_share`` of results is checked (redundant
 execution or Freivalds: a checked wrong result is detected with probability ``detection``), and after a
