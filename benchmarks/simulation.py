@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         parser.error(f"unknown policies {unknown}; expected some of {', '.join(POLICIES)}")
-    console = Console()
+    console = Console(width=160)
     console.print(
         f"simulation benchmark: {args.providers:,} providers, {args.jobs:,} jobs, seed {args.seed}, window "
         f"{args.window} s; {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, load "
