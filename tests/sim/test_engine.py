@@ -541,3 +541,30 @@ def test_the_gateway_plans_queue_waits_with_the_traffic_mean_job_time() -> None:
     assert run(world, arrivals).matching == config
     mine = MatchingConfig(queue_allowance=1)
     assert run(world, arrivals, matching=mine).matching == mine
+
+
+def test_a_run_is_the_same_in_another_process_with_another_hash_seed() -> None:
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        f"import hashlib, sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import numpy as np\n"
+        "from test_engine import _mixed_world, run, tiny_arrivals\n"
+        "rng = np.random.default_rng(3)\n"
+        "a = tiny_arrivals(np.sort(rng.uniform(0, 20, 300)), rng.integers(0, 3, 300))\n"
+        "r = run(_mixed_world(), a, 'proxima', churn=True, check_share=0.3, canary_rate=0.1, seed=4)\n"
+        "h = hashlib.sha256(r.provider.tobytes() + r.latency_ms.tobytes() + repr(r.settlements).encode())\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True, timeout=120
+        )
+        digests.add(done.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1
+    assert len(hashlib.sha256(b"").hexdigest()) == len(digests.pop())
