@@ -794,7 +794,8 @@ class _Run:
         self.a_first.append(start + prefill + step + back)
         self.inflight[p].append(a)
         if self._draw(_STREAM_FAIL, job, k) < float(self.fleet.failure_rate[p]):
-            # accepted, never delivered: the slot stays busy until the deadline passes unnoticed
+            # accepted, never delivered: the slot stays busy for the service time, the gateway waits longer
+            self.busy_s[p] += service
             self.a_live.append(0)
             heapq.heappush(self.heap, (t + self.config.deliver_timeout_s, a, _FAIL))
             return
@@ -1001,7 +1002,6 @@ class _Run:
 
     def _tick(self, now: float, until: float) -> None:
         """Place every job that becomes ready in ``[now, until)``."""
-        cfg = self.config
         blocked = self.blocked_until > now
         # failovers and retries first (they waited longest), then new arrivals, each at its own time
         ready: list[tuple[float, int, bool]] = []
@@ -1021,7 +1021,6 @@ class _Run:
             picks = self.policy.place(np.asarray(jobs, dtype=np.int64), blocked)
             for job, p, t in zip(jobs, picks.tolist(), times, strict=True):
                 self._placed(job, p, t, retry_new=True)
-        del cfg
 
     def _placed(self, job: int, p: int, t: float, *, retry_new: bool) -> None:
         if p >= 0:
