@@ -119,7 +119,7 @@ class ProviderRow(_Row):
         peer_id: Its libp2p peer id bytes (``0x`` hex), providers only.
         registered_at: Unix time of its registration.
         stake_wei, unbonding_wei: Stake bonded, and waiting to be withdrawn.
-        reliability: The matching engine's reliability score from its counters (0-1).
+        reliability: The matching engine's reliability score from its counters (0-1); None for verifiers.
         verified_throughput_flops: Its attested GEMM throughput discounted by verifier reports.
         gemm_flops, mem_bandwidth: Its latest attested figures.
         earned_wei: Paid for jobs (escrow and vouchers), after fees.
@@ -452,8 +452,9 @@ def _provider_row(record: AccountRecord, locations: Mapping[str, ProviderLocatio
         registered_at=record.registered_at,
         stake_wei=record.stake,
         unbonding_wei=record.unbonding,
-        reliability=record.reliability,
-        verified_throughput_flops=record.verified_throughput,
+        # A verifier runs no jobs: the prior's mean would read as a score it never earned.
+        reliability=record.reliability if record.role == "provider" else None,
+        verified_throughput_flops=record.verified_throughput if record.role == "provider" else None,
         gemm_flops=record.gemm_flops,
         mem_bandwidth=record.mem_bandwidth,
         earned_wei=record.earned,
