@@ -403,7 +403,10 @@ class Indexer:
         checkpoint = self.store.checkpoint()
         first = checkpoint.number + 1 if checkpoint is not None else self.deployment.block_number
         start, events, transactions = first, 0, 0
-        log.info(
+        # Idle polls (nothing new) log at DEBUG so a follower does not fill the logs.
+        level = logging.INFO if first <= target else logging.DEBUG
+        log.log(
+            level,
             "audit sync started",
             extra={
                 "from_block": first,
@@ -437,7 +440,8 @@ class Indexer:
             rolled_back=rolled_back,
             elapsed_s=time.monotonic() - started,
         )
-        log.info(
+        log.log(
+            logging.INFO if events or rolled_back or result.to_block >= result.from_block else logging.DEBUG,
             "audit sync done",
             extra={
                 "from_block": result.from_block,
