@@ -29,6 +29,14 @@ decode. An honest provider fails a job with its ``failure_rate`` (accepts and ne
 records them (``observed_failures``, which lowers the provider's reliability) and blocks the provider until
 its next snapshot.
 
+**Circuit breakers** (as the gateway keeps them): every attempt's outcome goes to the gateway's real
+:class:`~proxima.marketplace.gateway.health.HealthTracker` (``begin`` at dispatch, ``record`` when the result
+arrives or the failure is noticed), and every policy alike places on none of the providers it excludes:
+open (or on-trial) provider breakers and every provider of a dark region. This is what keeps failover out
+of a region that went down as a whole: without it, until the next snapshot each failover of a job goes to
+the next nearby provider the snapshot still lists, dead too, and a job can spend all its attempts there.
+Settings: :func:`gateway_health`.
+
 **Verification** (as the gateway does it): a share ``check_share`` of results is checked (redundant
 execution or Freivalds: a checked wrong result is detected with probability ``detection``), and after a
 success a canary follows with probability ``canary_rate``. A cheater returns a wrong result with its
@@ -77,6 +85,7 @@ import numpy as np
 import simpy
 from numpy.typing import NDArray
 
+from proxima.marketplace.gateway.health import HealthSettings, HealthTracker
 from proxima.marketplace.matching import MarketSnapshot, MatchingConfig
 from proxima.marketplace.matching.reliability import (
     DISPUTE_WEIGHT,
@@ -118,6 +127,7 @@ __all__ = [
     "SimProgress",
     "SimResult",
     "SimSeries",
+    "gateway_health",
     "gateway_matching",
     "reliability_from_counts",
     "simulate",
@@ -190,6 +200,18 @@ def gateway_matching(world: World, arrivals: Arrivals) -> MatchingConfig:
     )
 
 
+def gateway_health(world: World) -> HealthSettings:
+    """The circuit-breaker settings a gateway operator would set for this market (``SimConfig.health``'s
+    default): the gateway's defaults (a provider's breaker opens after 3 failures within 60 s for 30 s; a
+    region goes dark for 30 s when every provider of it tried within 60 s failed on its latest attempt,
+    at least 2 of them), except the rule that darkens a region after ``region_min_failed`` (default 3)
+    distinct failed providers whatever the others did: with hundreds of providers in a region, ordinary
+    churn and the odd failed job meet 3 within a minute all the time, and the whole region would go dark
+    with no outage. It is raised to the number of market providers (so only a region where every provider
+    failed meets it, which the first rule already covers)."""
+    return HealthSettings(region_min_failed=max(HealthSettings().region_min_failed, len(world.providers)))
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """How to run one simulation.
@@ -215,6 +237,11 @@ class SimConfig:
         churn: Whether providers churn (up and down periods from the world's means).
         outage: A region outage (None: the world's ``config.outage``).
         series_bucket_s: Width of the time series' buckets.
+        health: The settings of the gateway's circuit breakers (the real
+            :class:`~proxima.marketplace.gateway.health.HealthTracker`: a provider's breaker, a dark region),
+            every policy alike. None: :func:`gateway_health` of the run's world.
+        circuit_breakers: Whether the gateway keeps circuit breakers at all (False: only the per-attempt
+            blocking below).
     """
 
     policy: str
@@ -234,6 +261,8 @@ class SimConfig:
     churn: bool = True
     outage: RegionOutage | None = None
     series_bucket_s: float = 1.0
+    health: HealthSettings | None = None
+    circuit_breakers: bool = True
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -695,6 +724,15 @@ class _Run:
         )
         self.policy = make_policy(config.policy, self.ctx)
         self.market: Market | None = None
+        # the gateway's circuit breakers (the real HealthTracker), fed with every attempt's outcome
+        self.health = (
+            HealthTracker(config.health or gateway_health(world), clock=lambda: float(self.env.now))
+            if config.circuit_breakers
+            else None
+        )
+        self.index = {address: i for i, address in enumerate(fleet.addresses)}
+        regions = sorted(set(fleet.region))
+        self.region_members = {r: np.asarray([x == r for x in fleet.region], dtype=bool) for r in regions}
 
     # --- provider state ------------------------------------------------------------------------------------
 
@@ -770,6 +808,8 @@ class _Run:
         self.a_job.append(job)
         self.a_provider.append(p)
         self.a_dispatch.append(t)
+        if self.health is not None:
+            self.health.begin(self.fleet.addresses[p], self.fleet.region[p], now=t)
         if not self.up[p]:
             # the gateway's snapshot still lists it: the dial fails
             self.a_start.append(t)
@@ -835,6 +875,7 @@ class _Run:
             job = self.a_job[a]
             p = self.a_provider[a]
             if kind == _FAIL:
+                self._record(p, False, t)
                 self.failures[p] += 1
                 self.blocked_until[p] = max(self.blocked_until[p], t + cfg.snapshot_interval_s)
                 self._retry(job, t)
@@ -850,11 +891,13 @@ class _Run:
                 and _draw(self.seed, _STREAM_CHECK, job, k) < cfg.check_share
                 and _draw(self.seed, _STREAM_DETECT, job, k) < cfg.detection
             ):
+                self._record(p, False, t)
                 self.failures[p] += 1
                 self._slash(t, p, job, "invalid_result")
                 self._retry(job, t)
                 continue
             # delivered
+            self._record(p, True, t)
             self.successes[p] += 1
             self.jobs_done[p] += 1
             self.provider[job] = p
@@ -884,6 +927,26 @@ class _Run:
                 ):
                     self.failures[p] += 1
                     self._slash(t, p, -1, "canary")
+
+    def _record(self, p: int, ok: bool, t: float) -> None:
+        """An attempt's outcome, as the gateway records it in its circuit breakers."""
+        if self.health is not None:
+            self.health.record(self.fleet.addresses[p], self.fleet.region[p], ok, now=t)
+
+    def _health_blocked(self, now: float) -> NDArray[np.bool_]:
+        """Providers the gateway's circuit breakers exclude now: open (or on trial) breakers, and every
+        provider of a dark region (those the tracker has not seen too, as the dispatcher does)."""
+        out = np.zeros(self.n, dtype=bool)
+        if self.health is None:
+            return out
+        for region in sorted(self.health.dark_regions(now)):
+            members = self.region_members.get(region)
+            if members is not None:
+                out |= members
+        index = self.index
+        for address in self.health.excluded(now):
+            out[index[address]] = True
+        return out
 
     def _retry(self, job: int, t: float) -> None:
         if self.attempts[job] >= self.config.max_attempts:
@@ -1002,7 +1065,7 @@ class _Run:
 
     def _tick(self, now: float, until: float) -> None:
         """Place every job that becomes ready in ``[now, until)``."""
-        blocked = self.blocked_until > now
+        blocked = (self.blocked_until > now) | self._health_blocked(now)
         # failovers and retries first (they waited longest), then new arrivals, each at its own time
         ready: list[tuple[float, int, bool]] = []
         while self.pending and self.pending[0][0] < until:

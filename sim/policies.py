@@ -464,6 +464,7 @@ class ProximaPolicy(Policy):
         if market.snapshot is None:
             raise SimError("the proxima policy needs a market snapshot")
         self.market = market
+        self._masks.clear()
         index = self._index
         self._listed_rows = np.asarray([index[a] for a in market.snapshot.addresses], dtype=np.int64)
 
@@ -498,15 +499,37 @@ class ProximaPolicy(Policy):
         assert self.market is not None
         assert self.market.snapshot is not None
         snapshot = self.market.snapshot
-        specs = [self.spec(j) for j in jobs.tolist()]
-        results = self.engine.place_batch(specs, snapshot, exclude=self._exclude(blocked))
         out = np.empty(len(jobs), dtype=np.int64)
-        for i, (job, result) in enumerate(zip(jobs.tolist(), results, strict=True)):
+        # a job every listed provider of whose residency is blocked has no candidate: it is not asked
+        ask: list[int] = []
+        for i, job in enumerate(jobs.tolist()):
+            if self._open(job, blocked, ()):
+                ask.append(i)
+            else:
+                out[i] = self._why(job)
+        if not ask:
+            return out
+        specs = [self.spec(int(jobs[i])) for i in ask]
+        results = self.engine.place_batch(specs, snapshot, exclude=self._exclude(blocked))
+        for i, result in zip(ask, results, strict=True):
+            job = int(jobs[i])
             if isinstance(result, NoCandidateError):
                 out[i] = self._why(job)
                 continue
             out[i] = self._dispatch(job, result, keep=False)
         return out
+
+    def _open(self, job: int, blocked: Mask, exclude: Collection[int]) -> bool:
+        """Whether a listed provider that satisfies the job's residency is neither blocked nor excluded (if
+        none is, the engine has no candidate: it is not asked)."""
+        jobs = self.ctx.jobs
+        klass = int(jobs.client_class[jobs.client[job]])
+        if not self.feasible(klass):
+            return False
+        rows = self._class_mask(klass) & ~blocked
+        if exclude:
+            rows[list(exclude)] = False
+        return bool(rows.any())
 
     def _dispatch(self, job: int, placement: Placement, *, keep: bool) -> int:
         """Reserve and bind the placement's first choice. A batch placement is not kept: it holds on to its
@@ -528,6 +551,8 @@ class ProximaPolicy(Policy):
         """
         assert self.market is not None
         assert self.market.snapshot is not None
+        if not self._open(job, blocked, exclude):
+            return self._why(job)
         held = self._dispatched.get(job)
         if held is not None and held.placement is not None:
             for candidate in held.placement.backups:
