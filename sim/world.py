@@ -422,52 +422,6 @@ class World:
     residency_sets: tuple[tuple[str, ...], ...]
     residency_allowed: NDArray[np.bool_]
 
-    # Flat aliases (the names in notes/interfaces.md).
-    @property
-    def provider_country(self) -> NDArray[np.int32]:
-        """``providers.country``."""
-        return self.providers.country
-
-    @property
-    def provider_gpu(self) -> NDArray[np.int32]:
-        """``providers.gpu``."""
-        return self.providers.gpu
-
-    @property
-    def provider_slots(self) -> NDArray[np.int32]:
-        """``providers.slots``."""
-        return self.providers.slots
-
-    @property
-    def provider_tokens_per_s(self) -> NDArray[np.float64]:
-        """``providers.tokens_per_s``."""
-        return self.providers.tokens_per_s
-
-    @property
-    def provider_price_wei_per_unit(self) -> NDArray[np.int64]:
-        """``providers.price_wei_per_unit``."""
-        return self.providers.price_wei_per_unit
-
-    @property
-    def provider_stake_wei(self) -> NDArray[np.object_]:
-        """``providers.stake_wei``."""
-        return self.providers.stake_wei
-
-    @property
-    def provider_honest(self) -> NDArray[np.bool_]:
-        """``providers.honest``."""
-        return self.providers.honest
-
-    @property
-    def provider_cheat_rate(self) -> NDArray[np.float64]:
-        """``providers.cheat_rate``."""
-        return self.providers.cheat_rate
-
-    @property
-    def provider_mtbf_s(self) -> NDArray[np.float64]:
-        """``providers.mtbf_s``."""
-        return self.providers.mtbf_s
-
     @property
     def clients(self) -> int:
         """Number of clients."""
