@@ -427,6 +427,22 @@ def _attestation_table(rows: Sequence[queries.AttestationRow], title: str | None
     return table
 
 
+def _show_page(
+    args: argparse.Namespace,
+    console: Console,
+    page: Any,
+    table: Callable[[Any], Table],
+    noun: str,
+) -> int:
+    """Print one page of rows: JSON with ``--json``, else a table and the paging footer."""
+    if args.json:
+        _write_json(sys.stdout, _page_json(page))
+        return 0
+    console.print(table(page.data))
+    _footer(console, page, noun)
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace, console: Console) -> int:
     with _service(args) as service:
         page = queries.jobs(
@@ -438,12 +454,7 @@ def cmd_jobs(args: argparse.Namespace, console: Console) -> int:
             limit=args.limit,
             offset=args.offset,
         )
-    if args.json:
-        _write_json(sys.stdout, _page_json(page))
-        return 0
-    console.print(_job_table(page.data))
-    _footer(console, page, "jobs")
-    return 0
+    return _show_page(args, console, page, _job_table, "jobs")
 
 
 def cmd_slashes(args: argparse.Namespace, console: Console) -> int:
@@ -456,12 +467,7 @@ def cmd_slashes(args: argparse.Namespace, console: Console) -> int:
             limit=args.limit,
             offset=args.offset,
         )
-    if args.json:
-        _write_json(sys.stdout, _page_json(page))
-        return 0
-    console.print(_slash_table(page.data))
-    _footer(console, page, "slashes")
-    return 0
+    return _show_page(args, console, page, _slash_table, "slashes")
 
 
 def cmd_attestations(args: argparse.Namespace, console: Console) -> int:
@@ -474,12 +480,7 @@ def cmd_attestations(args: argparse.Namespace, console: Console) -> int:
             limit=args.limit,
             offset=args.offset,
         )
-    if args.json:
-        _write_json(sys.stdout, _page_json(page))
-        return 0
-    console.print(_attestation_table(page.data))
-    _footer(console, page, "attestations and reports")
-    return 0
+    return _show_page(args, console, page, _attestation_table, "attestations and reports")
 
 
 def cmd_rewards(args: argparse.Namespace, console: Console) -> int:
