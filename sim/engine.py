@@ -29,13 +29,18 @@ decode. An honest provider fails a job with its ``failure_rate`` (accepts and ne
 records them (``observed_failures``, which lowers the provider's reliability) and blocks the provider until
 its next snapshot.
 
-**Circuit breakers** (as the gateway keeps them): every attempt's outcome goes to the gateway's real
-:class:`~proxima.marketplace.gateway.health.HealthTracker` (``begin`` at dispatch, ``record`` when the result
-arrives or the failure is noticed), and every policy alike places on none of the providers it excludes:
-open (or on-trial) provider breakers and every provider of a dark region. This is what keeps failover out
-of a region that went down as a whole: without it, until the next snapshot each failover of a job goes to
-the next nearby provider the snapshot still lists, dead too, and a job can spend all its attempts there.
-Settings: :func:`gateway_health`.
+**Circuit breakers** (``SimConfig.circuit_breakers``, off by default): every attempt's outcome goes to the
+gateway's real :class:`~proxima.marketplace.gateway.health.HealthTracker` (``begin`` at dispatch, ``record``
+when the result arrives or the failure is noticed), and every policy alike places on none of the providers it
+excludes: open (or on-trial) provider breakers and every provider of a dark region. This is what keeps
+failover out of a region that went down as a whole: without it, until the next snapshot each failover of a
+job goes to the next nearby provider the snapshot still lists, dead too, and a job can spend all its attempts
+there. Settings: :func:`gateway_health`. They are off by default because the gateway's region rule does not
+separate an outage from noise in a market of thousands: with its default ``region_min_failed`` (3 distinct
+failed providers within 60 s) ordinary churn darkens whole regions with no outage; without it, the other rule
+(every provider of the region tried within 60 s failed on its latest attempt) fires only once a policy has
+tried nearly every provider of the region, which the spreading baselines do within a second or two and
+Proxima's ranked failover does not, so it would change the comparison through a gateway defect.
 
 **Verification** (as the gateway does it): a share ``check_share`` of results is checked (redundant
 execution or Freivalds: a checked wrong result is detected with probability ``detection``), and after a
@@ -240,8 +245,8 @@ class SimConfig:
         health: The settings of the gateway's circuit breakers (the real
             :class:`~proxima.marketplace.gateway.health.HealthTracker`: a provider's breaker, a dark region),
             every policy alike. None: :func:`gateway_health` of the run's world.
-        circuit_breakers: Whether the gateway keeps circuit breakers at all (False: only the per-attempt
-            blocking below).
+        circuit_breakers: Whether to model the gateway's circuit breakers (default False: only the
+            per-attempt blocking; see the module docstring for why they are off by default).
     """
 
     policy: str
@@ -262,7 +267,7 @@ class SimConfig:
     outage: RegionOutage | None = None
     series_bucket_s: float = 1.0
     health: HealthSettings | None = None
-    circuit_breakers: bool = True
+    circuit_breakers: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

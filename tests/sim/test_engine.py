@@ -425,7 +425,9 @@ def test_all_attempts_failing_gives_failed() -> None:
     assert result.attempts[0] == 3
     # with the gateway's circuit breakers, two providers of the region failing darkens it: the job waits for
     # a provider the gateway will use, and fails after max_wait_s having tried two
-    result = run(world, tiny_arrivals([0.0], 0), "random", deliver_timeout_s=1.0, max_attempts=3)
+    result = run(
+        world, tiny_arrivals([0.0], 0), "random", deliver_timeout_s=1.0, max_attempts=3, circuit_breakers=True
+    )
     assert result.outcome[0] == FAILED
     assert result.attempts[0] == 2
 
